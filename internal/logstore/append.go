@@ -1,0 +1,308 @@
+package logstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sluicemq/sluice/internal/batch"
+)
+
+// appendReq is one Append call waiting for the writer.
+type appendReq struct {
+	batches [][]byte
+	size    int64
+	base    int64      // set by the writer
+	done    chan error // buffered: the writer never blocks on it
+}
+
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan error, 1)} }}
+
+// syncJob is a written group waiting for its sync, or a barrier.
+type syncJob struct {
+	seg       *segment
+	endPos    int64
+	endOffset int64
+	reqs      []*appendReq
+	barrier   chan struct{}
+}
+
+// Append writes encoded batches (package batch) as consecutive offsets and returns
+// the base offset of the first. The batches' base offsets are overwritten. Under
+// SyncAlways it returns only once the batches are on disk. If ctx ends first, the
+// batches may or may not be stored.
+func (p *Partition) Append(ctx context.Context, batches ...[]byte) (int64, error) {
+	if len(batches) == 0 {
+		return 0, errors.New("logstore: Append with no batches")
+	}
+	var size int64
+	for i, b := range batches {
+		if _, err := batch.Verify(b); err != nil {
+			return 0, fmt.Errorf("logstore: append batch %d: %w", i, err)
+		}
+		size += int64(len(b))
+	}
+	if err := p.writable(); err != nil {
+		return 0, err
+	}
+	r := reqPool.Get().(*appendReq)
+	r.batches, r.size = batches, size
+	select {
+	case p.reqs <- r:
+	case <-ctx.Done():
+		r.batches = nil
+		reqPool.Put(r)
+		return 0, ctx.Err()
+	case <-p.closing:
+		return 0, ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		base := r.base
+		r.batches = nil
+		reqPool.Put(r)
+		return base, err
+	case <-ctx.Done():
+		// The writer still owns r; it is not reused.
+		return 0, ctx.Err()
+	case <-p.stopped:
+		select {
+		case err := <-r.done:
+			return r.base, err
+		default:
+			return 0, ErrClosed
+		}
+	}
+}
+
+func (p *Partition) writable() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	if e := p.failure.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// fail puts the partition in fail-stop state. The first cause wins.
+func (p *Partition) fail(cause error) error {
+	err := fmt.Errorf("%w: %w", ErrFailed, cause)
+	if p.failure.CompareAndSwap(nil, &err) {
+		p.cfg.Logger.Error("logstore: partition stopped accepting writes", "dir", p.cfg.Dir, "cause", cause)
+	}
+	return *p.failure.Load()
+}
+
+func (p *Partition) writeLoop() {
+	defer p.wg.Done()
+	defer close(p.syncCh)
+	group := make([]*appendReq, 0, 64)
+	for {
+		var r *appendReq
+		select {
+		case r = <-p.reqs:
+		case <-p.closing:
+			for {
+				select {
+				case r := <-p.reqs:
+					r.done <- ErrClosed
+				default:
+					return
+				}
+			}
+		}
+		group = append(group[:0], r)
+		bytes := r.size
+	drain:
+		for len(group) < MaxGroupRequests && bytes < MaxGroupBytes {
+			select {
+			case r = <-p.reqs:
+				group = append(group, r)
+				bytes += r.size
+			default:
+				break drain
+			}
+		}
+		p.writeGroup(group)
+	}
+}
+
+// writeGroup writes the batches of group with one write per segment and hands them
+// to the syncer (or acknowledges them, under the lazier policies).
+func (p *Partition) writeGroup(group []*appendReq) {
+	if err := p.writable(); err != nil {
+		for _, r := range group {
+			r.done <- err
+		}
+		return
+	}
+	seg := p.active
+	buf := p.wbuf[:0]
+	start := 0 // first request not yet handed on
+	for i, r := range group {
+		pos := seg.size + int64(len(buf))
+		if pos > 0 && pos+r.size > p.cfg.SegmentBytes {
+			if err := p.flush(seg, buf, group[start:i]); err != nil {
+				p.failAll(group[i:], err)
+				return
+			}
+			if err := p.roll(); err != nil {
+				p.failAll(group[i:], p.fail(err))
+				return
+			}
+			seg, buf, start = p.active, buf[:0], i
+		}
+		r.base = p.next
+		for _, b := range r.batches {
+			batch.SetBaseOffset(b, p.next)
+			h, _ := batch.ParseHeader(b) // verified in Append
+			seg.mu.Lock()
+			seg.indexBatchLocked(seg.size+int64(len(buf)), p.next, h.NextOffset(), h.MaxTimestamp, p.cfg.IndexIntervalBytes)
+			seg.mu.Unlock()
+			buf = append(buf, b...)
+			p.next = h.NextOffset()
+		}
+	}
+	if err := p.flush(seg, buf, group[start:]); err != nil {
+		return
+	}
+	if cap(buf) <= 2*MaxGroupBytes {
+		p.wbuf = buf[:0]
+	}
+}
+
+func (p *Partition) failAll(reqs []*appendReq, err error) {
+	for _, r := range reqs {
+		r.done <- err
+	}
+}
+
+// flush writes buf to the end of seg and passes reqs on for acknowledgement.
+func (p *Partition) flush(seg *segment, buf []byte, reqs []*appendReq) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	if _, err := seg.f.Write(buf); err != nil {
+		err = p.fail(fmt.Errorf("write %s: %w", seg.path, err))
+		p.failAll(reqs, err)
+		return err
+	}
+	seg.mu.Lock()
+	seg.size += int64(len(buf))
+	seg.mu.Unlock()
+	job := &syncJob{seg: seg, endPos: seg.size, endOffset: p.next, reqs: append([]*appendReq(nil), reqs...)}
+	if p.cfg.Sync == SyncAlways && !p.cfg.ackBeforeSync {
+		p.syncCh <- job
+		return nil
+	}
+	p.publish(job, nil)
+	if p.cfg.Sync == SyncInterval {
+		p.dirty.Store(true)
+	} else if p.cfg.ackBeforeSync {
+		p.syncCh <- &syncJob{seg: seg, endPos: job.endPos, endOffset: job.endOffset}
+	}
+	return nil
+}
+
+// publish makes a written (and, if required, synced) job visible to readers and
+// acknowledges its publishers with err.
+func (p *Partition) publish(job *syncJob, err error) {
+	if err == nil && job.endOffset > p.hw.Load() {
+		job.seg.visible.Store(job.endPos)
+		p.hw.Store(job.endOffset)
+		p.notifyMu.Lock()
+		close(p.notify)
+		p.notify = make(chan struct{})
+		p.notifyMu.Unlock()
+	}
+	for _, r := range job.reqs {
+		r.done <- err
+	}
+}
+
+// roll seals the active segment and starts a new one at p.next.
+func (p *Partition) roll() error {
+	old := p.active
+	if p.cfg.Sync == SyncAlways || p.cfg.ackBeforeSync {
+		barrier := make(chan struct{})
+		p.syncCh <- &syncJob{barrier: barrier}
+		<-barrier
+		if err := p.writable(); err != nil {
+			return err
+		}
+	}
+	if err := old.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", old.path, err)
+	}
+	old.visible.Store(old.size)
+	if err := old.sealIndex(p.fs); err != nil {
+		return err
+	}
+	path := segmentName(p.cfg.Dir, p.next)
+	f, err := p.fs.Create(path)
+	if err != nil {
+		return fmt.Errorf("create segment: %w", err)
+	}
+	if err := p.fs.SyncDir(p.cfg.Dir); err != nil {
+		f.Close()
+		return fmt.Errorf("sync dir %s: %w", p.cfg.Dir, err)
+	}
+	s := newSegment(p.next, path, f)
+	p.mu.Lock()
+	p.segs = append(p.segs, s)
+	p.mu.Unlock()
+	p.active = s
+	return nil
+}
+
+func (p *Partition) syncLoop() {
+	defer p.wg.Done()
+	if p.cfg.Sync == SyncInterval {
+		p.intervalSyncLoop()
+		return
+	}
+	var jobs []*syncJob
+	for job := range p.syncCh {
+		jobs = append(jobs[:0], job)
+	drain:
+		for {
+			select {
+			case j, ok := <-p.syncCh:
+				if !ok {
+					break drain
+				}
+				jobs = append(jobs, j)
+			default:
+				break drain
+			}
+		}
+		p.syncJobs(jobs)
+	}
+}
+
+// syncJobs syncs each run of jobs on one segment once, then acknowledges them.
+func (p *Partition) syncJobs(jobs []*syncJob) {
+	for i := 0; i < len(jobs); {
+		if jobs[i].barrier != nil {
+			close(jobs[i].barrier)
+			i++
+			continue
+		}
+		j := i
+		for j < len(jobs) && jobs[j].barrier == nil && jobs[j].seg == jobs[i].seg {
+			j++
+		}
+		err := p.writable()
+		if err == nil {
+			if serr := jobs[i].seg.f.Sync(); serr != nil {
+				err = p.fail(fmt.Errorf("sync %s: %w", jobs[i].seg.path, serr))
+			}
+		}
+		for _, job := range jobs[i:j] {
+			p.publish(job, err)
+		}
+		i = j
+	}
+}

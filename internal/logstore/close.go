@@ -1,0 +1,63 @@
+package logstore
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+func (p *Partition) intervalSyncLoop() {
+	t := time.NewTicker(p.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.syncActive()
+		case _, ok := <-p.syncCh:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+// syncActive syncs the active segment if it was written since the last sync.
+func (p *Partition) syncActive() {
+	if !p.dirty.Swap(false) || p.writable() != nil {
+		return
+	}
+	p.mu.RLock()
+	seg := p.segs[len(p.segs)-1]
+	err := seg.f.Sync()
+	p.mu.RUnlock()
+	if err != nil {
+		p.fail(fmt.Errorf("sync %s: %w", seg.path, err))
+	}
+}
+
+// Close stops the writer after the requests it already took, syncs the active
+// segment (under every policy) and closes the files. Requests still queued get
+// ErrClosed. Close may be called more than once.
+func (p *Partition) Close() error {
+	p.closeOnce.Do(func() {
+		close(p.closing)
+		p.wg.Wait()
+		close(p.stopped)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.closed.Store(true)
+		var errs []error
+		if p.failure.Load() == nil {
+			if err := p.segs[len(p.segs)-1].f.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("logstore: final sync: %w", err))
+			}
+		}
+		for _, s := range p.segs {
+			if err := s.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p.closeErr = errors.Join(errs...)
+	})
+	return p.closeErr
+}

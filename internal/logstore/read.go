@@ -1,0 +1,258 @@
+package logstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/batch"
+)
+
+// HighWatermark is the offset after the last batch readers may see.
+func (p *Partition) HighWatermark() int64 { return p.hw.Load() }
+
+// StartOffset is the first offset still stored.
+func (p *Partition) StartOffset() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.segs[0].base
+}
+
+// Wait blocks until the high watermark passes off, ctx ends or the partition
+// closes. It returns the high watermark.
+func (p *Partition) Wait(ctx context.Context, off int64) (int64, error) {
+	for {
+		p.notifyMu.Lock()
+		ch := p.notify
+		p.notifyMu.Unlock()
+		if hw := p.hw.Load(); hw > off {
+			return hw, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return p.hw.Load(), ctx.Err()
+		case <-p.closing:
+			return p.hw.Load(), ErrClosed
+		}
+	}
+}
+
+// Read returns whole, verified batches: the one holding off and those after it, up
+// to maxBytes in all (but always at least one batch) and never past the high
+// watermark. The first batch may start before off. next is the offset after the last
+// returned batch; when off is the high watermark, no data is returned and next is
+// off. Offsets lost to quarantine are skipped. Data is read into buf when it fits.
+func (p *Partition) Read(off int64, maxBytes int, buf []byte) (data []byte, next int64, err error) {
+	if maxBytes < 1 {
+		return nil, off, fmt.Errorf("logstore: Read maxBytes %d < 1", maxBytes)
+	}
+	p.mu.RLock()
+	if p.closed.Load() {
+		p.mu.RUnlock()
+		return nil, off, ErrClosed
+	}
+	hw := p.hw.Load()
+	if off < p.segs[0].base || off > hw {
+		start := p.segs[0].base
+		p.mu.RUnlock()
+		return nil, off, fmt.Errorf("%w: %d not in [%d, %d]", ErrOutOfRange, off, start, hw)
+	}
+	if off == hw {
+		p.mu.RUnlock()
+		return nil, off, nil
+	}
+	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > off }) - 1
+	seg := p.segs[i]
+	if i < len(p.segs)-1 && off >= p.segs[i+1].base {
+		panic("logstore: segment search")
+	}
+	seg.mu.Lock()
+	segNext := seg.next
+	seg.mu.Unlock()
+	if off >= segNext && i < len(p.segs)-1 {
+		// A quarantined range: continue at the next segment.
+		seg = p.segs[i+1]
+		off = seg.base
+	}
+	data, next, pos, err := p.readSegment(seg, off, maxBytes, buf)
+	p.mu.RUnlock()
+	if err != nil && errors.Is(err, ErrCorrupt) {
+		p.corrupted(seg, pos, err)
+	}
+	return data, next, err
+}
+
+// readSegment reads batches of seg starting with the one holding off. Lock held:
+// p.mu (shared). On corruption pos is where it was found.
+func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byte) (data []byte, next, pos int64, err error) {
+	pos, expect, err := seg.lookupByOffset(off)
+	if err != nil {
+		return nil, off, pos, err
+	}
+	limit := seg.visible.Load()
+	want := min(limit-pos, int64(maxBytes)+p.cfg.IndexIntervalBytes)
+	if int64(cap(buf)) < want {
+		buf = make([]byte, want)
+	}
+	buf = buf[:want]
+	if n, err := seg.f.ReadAt(buf, pos); int64(n) < want {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, off, pos, fmt.Errorf("read %s at %d: %w", seg.path, pos, err)
+	}
+	first := -1
+	p0 := pos
+	at := 0
+	for at < len(buf) {
+		size, err := batch.PeekSize(buf[at:])
+		if err != nil && !errors.Is(err, batch.ErrShort) {
+			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s at %d: %w", ErrCorrupt, seg.path, p0+int64(at), err)
+		}
+		if err != nil || at+size > len(buf) {
+			if first >= 0 {
+				break
+			}
+			// The batch we need runs past the window: read it whole.
+			if err == nil && p0+int64(at+size) <= limit {
+				grown := make([]byte, at+size)
+				copy(grown, buf[:at])
+				if _, err := seg.f.ReadAt(grown[at:], p0+int64(at)); err != nil {
+					return nil, off, p0 + int64(at), fmt.Errorf("read %s at %d: %w", seg.path, p0+int64(at), err)
+				}
+				buf = grown
+				continue
+			}
+			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s: batch at %d runs past the %d readable bytes", ErrCorrupt, seg.path, p0+int64(at), limit)
+		}
+		h, err := batch.Verify(buf[at : at+size])
+		if err == nil && h.BaseOffset != expect {
+			err = fmt.Errorf("base offset %d, want %d", h.BaseOffset, expect)
+		}
+		if err != nil {
+			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s at %d: %w", ErrCorrupt, seg.path, p0+int64(at), err)
+		}
+		expect = h.NextOffset()
+		if first < 0 && expect > off {
+			first = at
+		}
+		at += size
+		if first >= 0 && at-first >= maxBytes {
+			break
+		}
+	}
+	if first < 0 {
+		// off lies beyond what this window reached: only possible when the index
+		// interval exceeds the window, which Validate rules out.
+		return nil, off, p0, fmt.Errorf("logstore: offset %d not found in %s", off, seg.path)
+	}
+	return buf[first:at], expect, pos, nil
+}
+
+// corrupted reports corruption found at pos of seg. A sealed segment is quarantined
+// so that its bytes are never served; corruption in the active segment stops writes.
+func (p *Partition) corrupted(seg *segment, pos int64, cause error) {
+	p.cfg.Logger.Error("logstore: corrupt data in segment", "segment", seg.path, "position", pos, "cause", cause)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := -1
+	for j, s := range p.segs {
+		if s == seg {
+			i = j
+		}
+	}
+	if i < 0 {
+		return // already quarantined or removed
+	}
+	if i == len(p.segs)-1 {
+		p.fail(fmt.Errorf("corruption in the active segment: %w", cause))
+		return
+	}
+	p.segs = append(p.segs[:i:i], p.segs[i+1:]...)
+	seg.close()
+	if err := p.quarantineFiles(seg.path); err != nil {
+		p.cfg.Logger.Error("logstore: quarantine failed", "segment", seg.path, "error", err)
+	}
+}
+
+// OffsetForTime returns the first offset whose record timestamp is at or after t,
+// or the high watermark if there is none.
+func (p *Partition) OffsetForTime(t time.Time) (int64, error) {
+	ts := t.UnixMilli()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return 0, ErrClosed
+	}
+	hw := p.hw.Load()
+	for _, seg := range p.segs {
+		seg.mu.Lock()
+		maxTS := seg.maxTS
+		seg.mu.Unlock()
+		if maxTS < ts {
+			continue
+		}
+		pos, base, err := seg.lookupByTime(ts)
+		if err != nil {
+			return 0, err
+		}
+		sc := newScanner(seg.f, pos, seg.visible.Load(), base)
+		for {
+			_, b, h, err := sc.next()
+			if err == errEnd {
+				break
+			}
+			if err != nil {
+				return 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, seg.path, err)
+			}
+			if h.MaxTimestamp < ts {
+				continue
+			}
+			it, err := batch.NewIter(b)
+			if err != nil {
+				return 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, seg.path, err)
+			}
+			for it.Next() {
+				if it.Record().Timestamp >= ts {
+					return it.Record().Offset, nil
+				}
+			}
+			if err := it.Err(); err != nil {
+				return 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, seg.path, err)
+			}
+		}
+	}
+	return hw, nil
+}
+
+// Stats describes a partition.
+type Stats struct {
+	StartOffset   int64
+	HighWatermark int64
+	Segments      int
+	Bytes         int64
+	// OldestTimestamp is the max timestamp of the oldest segment (ms), or
+	// math.MinInt64 when the log is empty.
+	OldestTimestamp int64
+}
+
+// Stats returns the partition's offsets and size.
+func (p *Partition) Stats() Stats {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	st := Stats{StartOffset: p.segs[0].base, HighWatermark: p.hw.Load(), Segments: len(p.segs), OldestTimestamp: math.MinInt64}
+	for i, s := range p.segs {
+		s.mu.Lock()
+		st.Bytes += s.size
+		if i == 0 {
+			st.OldestTimestamp = s.maxTS
+		}
+		s.mu.Unlock()
+	}
+	return st
+}
