@@ -1,0 +1,38 @@
+package sluice
+
+import "context"
+
+// Client is the whole API of sluice. *Broker implements it in-process; the network
+// client implements it against a server, so code written against one runs
+// unchanged against the other.
+type Client interface {
+	// CreateStream creates a stream; zero config fields take their defaults.
+	CreateStream(ctx context.Context, cfg StreamConfig) (StreamInfo, error)
+	// UpdateStream changes a stream's updatable fields.
+	UpdateStream(ctx context.Context, cfg StreamConfig) (StreamInfo, error)
+	// DeleteStream deletes a stream and its messages.
+	DeleteStream(ctx context.Context, name string) error
+	// ListStreams lists every stream.
+	ListStreams(ctx context.Context) ([]StreamInfo, error)
+	// Stream describes one stream.
+	Stream(ctx context.Context, name string) (StreamInfo, error)
+	// Publish stores one message and returns where, once it is durable.
+	Publish(ctx context.Context, stream string, msg Message) (Position, error)
+	// PublishBatch stores messages, one atomic batch per partition.
+	PublishBatch(ctx context.Context, stream string, msgs []Message) ([]Position, error)
+	// NewReader opens a reader on one partition of a stream.
+	NewReader(ctx context.Context, stream string, cfg ReaderConfig) (Reader, error)
+	// Close releases the client (for *Broker: stops the broker).
+	Close() error
+}
+
+// Reader reads one partition in offset order and follows its tail.
+type Reader interface {
+	// Next returns the next record, waiting for one to be published if the reader
+	// is at the end, until ctx ends.
+	Next(ctx context.Context) (Record, error)
+	// Offset is the offset of the record Next will return.
+	Offset() int64
+	// Close releases the reader.
+	Close() error
+}

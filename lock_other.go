@@ -1,0 +1,6 @@
+//go:build !unix
+
+package sluice
+
+// lockDir is a no-op where flock is not available.
+func lockDir(string) (func() error, error) { return func() error { return nil }, nil }

@@ -1,0 +1,87 @@
+package sluice
+
+import (
+	"time"
+
+	"github.com/sluicemq/sluice/internal/batch"
+)
+
+// Limits on messages. Each is checked on publish and named in the error.
+const (
+	// MaxKeyBytes is the largest message key.
+	MaxKeyBytes = 4 << 10
+	// MaxHeaders is the most headers one message may carry.
+	MaxHeaders = 64
+	// MaxHeaderKeyBytes is the longest header key.
+	MaxHeaderKeyBytes = 256
+	// MaxBatchMessages is the most messages one PublishBatch may carry.
+	MaxBatchMessages = 10000
+	// MaxBatchBytes is the most bytes (keys, bodies and headers) one PublishBatch may carry.
+	MaxBatchBytes = 32 << 20
+)
+
+// Header is one key/value pair of message metadata: Key string, Value []byte.
+type Header = batch.RecordHeader
+
+// Message is what a producer publishes.
+type Message struct {
+	// Key selects the partition (by a stable hash) and, for consumers that ask for
+	// it, the order: messages with the same key land in the same partition. Optional.
+	Key []byte
+	// Headers carry metadata. At most MaxHeaders.
+	Headers []Header
+	// Body is the payload.
+	Body []byte
+	// Time is the message time, stored with millisecond precision. Zero means the
+	// time of the publish.
+	Time time.Time
+	// Partition, when set, sends the message to that partition instead of the one
+	// its key (or round-robin, without a key) would choose. See ToPartition.
+	Partition *int
+}
+
+// ToPartition returns a value for Message.Partition.
+func ToPartition(n int) *int { return &n }
+
+// Position is where a published message was stored.
+type Position struct {
+	Partition int
+	Offset    int64
+}
+
+// Record is a stored message as a reader returns it. Its slices are its own.
+type Record struct {
+	Stream    string
+	Partition int
+	Offset    int64
+	Time      time.Time
+	Key       []byte
+	Headers   []Header
+	Body      []byte
+}
+
+// size is what counts against StreamConfig.MaxMessageBytes: key, body and headers.
+func (m *Message) size() int {
+	n := len(m.Key) + len(m.Body)
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+func (m *Message) validate(field string, maxBytes int) error {
+	switch {
+	case len(m.Key) > MaxKeyBytes:
+		return invalid(field+".Key", "%d bytes, limit MaxKeyBytes=%d", len(m.Key), MaxKeyBytes)
+	case len(m.Headers) > MaxHeaders:
+		return invalid(field+".Headers", "%d headers, limit MaxHeaders=%d", len(m.Headers), MaxHeaders)
+	case m.size() > maxBytes:
+		return invalid(field, "%d bytes (key, body and headers), limit MaxMessageBytes=%d", m.size(), maxBytes)
+	}
+	for i, h := range m.Headers {
+		if h.Key == "" || len(h.Key) > MaxHeaderKeyBytes {
+			return invalid(field+".Headers", "header %d key is %d bytes, must be 1..MaxHeaderKeyBytes=%d", i, len(h.Key), MaxHeaderKeyBytes)
+		}
+	}
+	return nil
+}

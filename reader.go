@@ -1,0 +1,241 @@
+package sluice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/batch"
+	"github.com/sluicemq/sluice/internal/logstore"
+)
+
+// Limits and defaults of ReaderConfig.
+const (
+	DefaultFetchBytes = 1 << 20
+	MaxFetchBytes     = 64 << 20
+)
+
+type startKind int
+
+const (
+	startEarliest startKind = iota
+	startLatest
+	startOffset
+	startTime
+)
+
+// StartAt is where a reader starts. The zero value is the earliest message.
+type StartAt struct {
+	kind   startKind
+	offset int64
+	time   time.Time
+}
+
+// Earliest starts at the first message still stored.
+func Earliest() StartAt { return StartAt{kind: startEarliest} }
+
+// Latest starts after the last message: only messages published from now on.
+func Latest() StartAt { return StartAt{kind: startLatest} }
+
+// AtOffset starts at offset n (clamped to what is stored).
+func AtOffset(n int64) StartAt { return StartAt{kind: startOffset, offset: n} }
+
+// AtTime starts at the first message whose time is at or after t.
+func AtTime(t time.Time) StartAt { return StartAt{kind: startTime, time: t} }
+
+func (s StartAt) String() string {
+	switch s.kind {
+	case startLatest:
+		return "latest"
+	case startOffset:
+		return fmt.Sprintf("offset %d", s.offset)
+	case startTime:
+		return "time " + s.time.Format(time.RFC3339Nano)
+	}
+	return "earliest"
+}
+
+// ReaderConfig configures a reader.
+type ReaderConfig struct {
+	// Partition to read. Limits [0, partitions).
+	Partition int
+	// Start is where to begin. Default Earliest().
+	Start StartAt
+	// FetchBytes is how much the reader reads from the log at once. Default 1 MiB;
+	// limits [1, MaxFetchBytes = 64 MiB]. A batch larger than it is still read whole.
+	FetchBytes int
+}
+
+// NewReader opens a reader on one partition of a stream.
+func (b *Broker) NewReader(ctx context.Context, name string, cfg ReaderConfig) (Reader, error) {
+	if cfg.FetchBytes == 0 {
+		cfg.FetchBytes = DefaultFetchBytes
+	}
+	if cfg.FetchBytes < 1 || cfg.FetchBytes > MaxFetchBytes {
+		return nil, invalid("ReaderConfig.FetchBytes", "%d outside [1, MaxFetchBytes=%d]", cfg.FetchBytes, MaxFetchBytes)
+	}
+	s, err := b.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.gone {
+		return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+	}
+	if cfg.Partition < 0 || cfg.Partition >= len(s.parts) {
+		return nil, invalid("ReaderConfig.Partition", "%d outside [0, %d) for stream %q", cfg.Partition, len(s.parts), name)
+	}
+	p := s.parts[cfg.Partition]
+	r := &partitionReader{stream: name, partition: cfg.Partition, log: p, fetch: cfg.FetchBytes}
+	switch cfg.Start.kind {
+	case startEarliest:
+		r.off = p.StartOffset()
+	case startLatest:
+		r.off = p.HighWatermark()
+	case startOffset:
+		r.off = min(max(cfg.Start.offset, p.StartOffset()), p.HighWatermark())
+	case startTime:
+		off, err := p.OffsetForTime(cfg.Start.time)
+		if err != nil {
+			return nil, fmt.Errorf("sluice: reader on %s/%d: %w", name, cfg.Partition, err)
+		}
+		r.off = off
+	}
+	return r, nil
+}
+
+// partitionReader reads one partition log. It is not safe for concurrent use.
+type partitionReader struct {
+	stream    string
+	partition int
+	log       logstore.Log
+	fetch     int
+	off       int64 // next offset to return
+	buf       []byte
+	data      []byte // fetched batches not yet consumed
+	it        batch.Iter
+	inBatch   bool
+	closed    bool
+}
+
+func (r *partitionReader) Offset() int64 { return r.off }
+
+func (r *partitionReader) Close() error {
+	r.closed = true
+	r.data, r.buf = nil, nil
+	return nil
+}
+
+func (r *partitionReader) Next(ctx context.Context) (Record, error) {
+	for {
+		if r.closed {
+			return Record{}, ErrClosed
+		}
+		if r.inBatch {
+			if r.it.Next() {
+				rec := r.it.Record()
+				if rec.Offset < r.off {
+					continue
+				}
+				r.off = rec.Offset + 1
+				return r.copyRecord(rec), nil
+			}
+			r.inBatch = false
+			if err := r.it.Err(); err != nil {
+				return Record{}, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
+			}
+		}
+		if len(r.data) > 0 {
+			size, err := batch.PeekSize(r.data)
+			if err == nil {
+				err = r.it.Reset(r.data[:size])
+			}
+			if err != nil {
+				r.data = nil
+				return Record{}, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
+			}
+			r.data = r.data[size:]
+			r.inBatch = true
+			continue
+		}
+		if err := r.fill(ctx); err != nil {
+			return Record{}, err
+		}
+	}
+}
+
+// fill fetches the next batches, waiting for new data at the end of the log.
+func (r *partitionReader) fill(ctx context.Context) error {
+	for {
+		data, _, err := r.log.Read(r.off, r.fetch, r.buf)
+		if errors.Is(err, logstore.ErrOutOfRange) {
+			start, hw := r.log.StartOffset(), r.log.HighWatermark()
+			switch {
+			case r.off < start:
+				r.off = start // removed by retention
+				continue
+			case r.off > hw:
+				return r.wrap(err)
+			}
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, logstore.ErrClosed) {
+				return r.wrap(fmt.Errorf("%w: %q", ErrStreamNotFound, r.stream))
+			}
+			return r.wrap(err)
+		}
+		if len(data) > 0 {
+			if cap(data) > cap(r.buf) && cap(data) <= MaxFetchBytes+batch.MaxBatchBytes {
+				r.buf = data[:0]
+			}
+			r.data = data
+			return nil
+		}
+		if _, err := r.log.Wait(ctx, r.off); err != nil {
+			if errors.Is(err, logstore.ErrClosed) {
+				return r.wrap(fmt.Errorf("%w: %q", ErrStreamNotFound, r.stream))
+			}
+			return err
+		}
+	}
+}
+
+func (r *partitionReader) wrap(err error) error {
+	return fmt.Errorf("sluice: read %s/%d at offset %d: %w", r.stream, r.partition, r.off, err)
+}
+
+// copyRecord copies a decoded record out of the read buffer with one allocation
+// for all its bytes.
+func (r *partitionReader) copyRecord(rec *batch.Record) Record {
+	n := len(rec.Key) + len(rec.Value)
+	for _, h := range rec.Headers {
+		n += len(h.Value)
+	}
+	buf := make([]byte, 0, n)
+	take := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	out := Record{
+		Stream:    r.stream,
+		Partition: r.partition,
+		Offset:    rec.Offset,
+		Time:      time.UnixMilli(rec.Timestamp),
+		Key:       take(rec.Key),
+		Body:      take(rec.Value),
+	}
+	if len(rec.Headers) > 0 {
+		out.Headers = make([]Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			out.Headers[i] = Header{Key: h.Key, Value: take(h.Value)}
+		}
+	}
+	return out
+}
