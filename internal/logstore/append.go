@@ -1,6 +1,8 @@
 package logstore
 
 import (
+	"runtime"
+
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +21,8 @@ type appendReq struct {
 
 var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan error, 1)} }}
 
-// syncJob is a written group waiting for its sync, or a barrier.
+// syncJob is a written group to acknowledge, or (for the test-only lazy engine) a
+// sync or barrier for the syncer goroutine.
 type syncJob struct {
 	seg       *segment
 	endPos    int64
@@ -113,6 +116,11 @@ func (p *Partition) writeLoop() {
 				}
 			}
 		}
+		if p.cfg.Sync == SyncAlways {
+			// Publishers acknowledged by the last sync are runnable now; let them
+			// enqueue so that they join this group rather than the next.
+			runtime.Gosched()
+		}
 		group = append(group[:0], r)
 		bytes := r.size
 	drain:
@@ -192,16 +200,25 @@ func (p *Partition) flush(seg *segment, buf []byte, reqs []*appendReq) error {
 	seg.mu.Lock()
 	seg.size += int64(len(buf))
 	seg.mu.Unlock()
-	job := &syncJob{seg: seg, endPos: seg.size, endOffset: p.next, reqs: append([]*appendReq(nil), reqs...)}
-	if p.cfg.Sync == SyncAlways && !p.cfg.ackBeforeSync {
-		p.syncCh <- job
-		return nil
-	}
-	p.publish(job, nil)
-	if p.cfg.Sync == SyncInterval {
-		p.dirty.Store(true)
-	} else if p.cfg.ackBeforeSync {
+	job := &syncJob{seg: seg, endPos: seg.size, endOffset: p.next, reqs: reqs}
+	switch {
+	case p.cfg.ackBeforeSync:
+		p.publish(job, nil)
 		p.syncCh <- &syncJob{seg: seg, endPos: job.endPos, endOffset: job.endOffset}
+	case p.cfg.Sync == SyncAlways:
+		// The writer syncs inline: while it does, the next group gathers in p.reqs,
+		// so one fdatasync serves every publisher that arrived meanwhile.
+		var err error
+		if serr := seg.f.Sync(); serr != nil {
+			err = p.fail(fmt.Errorf("sync %s: %w", seg.path, serr))
+		}
+		p.publish(job, err)
+		return err
+	default:
+		p.publish(job, nil)
+		if p.cfg.Sync == SyncInterval {
+			p.dirty.Store(true)
+		}
 	}
 	return nil
 }
@@ -225,7 +242,7 @@ func (p *Partition) publish(job *syncJob, err error) {
 // roll seals the active segment and starts a new one at p.next.
 func (p *Partition) roll() error {
 	old := p.active
-	if p.cfg.Sync == SyncAlways || p.cfg.ackBeforeSync {
+	if p.cfg.ackBeforeSync {
 		barrier := make(chan struct{})
 		p.syncCh <- &syncJob{barrier: barrier}
 		<-barrier

@@ -35,13 +35,15 @@
 // # Durability
 //
 // Publishers hand encoded batches to the partition's writer goroutine. The writer
-// takes every request waiting, assigns offsets, writes them all with one write, and
-// hands the group to the syncer goroutine, which fdatasyncs and only then acknowledges
-// every publisher of the group and makes the data visible to readers (SyncAlways).
-// While the syncer syncs, the writer already writes the next group. SyncInterval
-// acknowledges after the write and syncs every Config.SyncInterval; SyncNever never
-// syncs until Close. A failed write or sync is never retried: the partition stops
-// accepting writes (fail-stop) and every waiting publisher gets ErrFailed.
+// takes every request waiting, assigns offsets, writes them all with one write and,
+// under SyncAlways (the default), fdatasyncs once; only then does it acknowledge every
+// publisher of the group and make the data visible to readers. While it syncs, the
+// next group gathers in the request queue, so under load one fdatasync serves as many
+// publishers as arrived during the previous one (group commit). SyncInterval
+// acknowledges after the write and a syncer goroutine syncs every
+// Config.SyncInterval; SyncNever never syncs until Close. A failed write or sync is
+// never retried: the partition stops accepting writes (fail-stop) and every waiting
+// publisher gets ErrFailed.
 //
 // Before a segment rolls, its data is synced and its index written, so only the
 // active segment can hold unsynced bytes. Creating, renaming and removing files is
