@@ -91,8 +91,11 @@ func (b *Broker) streamsPath() string { return filepath.Join(b.dir, streamsDir) 
 // recover opens every stream, finishing deletions and dropping creations that did
 // not complete.
 func (b *Broker) recover() error {
-	if err := b.fs.SyncDir(b.dir); err != nil {
-		return err
+	// Make the directories Open may have just created durable.
+	for _, d := range []string{filepath.Dir(filepath.Clean(b.dir)), b.dir} {
+		if err := b.fs.SyncDir(d); err != nil {
+			return err
+		}
 	}
 	root := b.streamsPath()
 	names, err := b.fs.ReadDir(root)
