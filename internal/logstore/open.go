@@ -73,12 +73,17 @@ func Open(cfg Config) (*Partition, error) {
 
 func (p *Partition) recover() error {
 	dir := p.cfg.Dir
-	existed := p.fs.Exists(dir)
+	// MkdirAll may create several levels (a new data directory and the partition's):
+	// each new directory's name is durable only once its own parent is synced.
+	var created []string
+	for d := filepath.Clean(dir); d != filepath.Dir(d) && !p.fs.Exists(d); d = filepath.Dir(d) {
+		created = append(created, d)
+	}
 	if err := p.fs.MkdirAll(dir); err != nil {
 		return err
 	}
-	if !existed {
-		if err := p.fs.SyncDir(filepath.Dir(dir)); err != nil {
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := p.fs.SyncDir(filepath.Dir(created[i])); err != nil {
 			return err
 		}
 	}
