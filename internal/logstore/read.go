@@ -95,7 +95,13 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 		return nil, off, pos, err
 	}
 	limit := seg.visible.Load()
-	want := min(limit-pos, int64(maxBytes)+p.cfg.IndexIntervalBytes)
+	// The window: maxBytes plus the index interval, since the batch holding off may
+	// start up to an interval after pos. Written so that a huge maxBytes cannot
+	// overflow into a negative size.
+	want := limit - pos
+	if int64(maxBytes) < want-p.cfg.IndexIntervalBytes {
+		want = int64(maxBytes) + p.cfg.IndexIntervalBytes
+	}
 	if int64(cap(buf)) < want {
 		buf = make([]byte, want)
 	}
