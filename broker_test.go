@@ -327,3 +327,30 @@ func TestRetentionRemovesWholeSegments(t *testing.T) {
 		t.Fatalf("first record %d, %v; want %d", rec.Offset, err, p.StartOffset)
 	}
 }
+
+func TestReaderEndsWhenStreamDeletedOrBrokerClosed(t *testing.T) {
+	f := setup(t)
+	f.create(StreamConfig{Name: "a"})
+	f.create(StreamConfig{Name: "b"})
+	wait := func(stream string) chan error {
+		r, err := f.b.NewReader(f.ctx, stream, ReaderConfig{Start: Latest()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := r.Next(f.ctx); done <- err }()
+		return done
+	}
+	a := wait("a")
+	if err := f.b.DeleteStream(f.ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-a; !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("reader of a deleted stream: %v", err)
+	}
+	bw := wait("b")
+	f.b.Close()
+	if err := <-bw; !errors.Is(err, ErrClosed) {
+		t.Fatalf("reader after broker close: %v", err)
+	}
+}

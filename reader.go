@@ -88,7 +88,7 @@ func (b *Broker) NewReader(ctx context.Context, name string, cfg ReaderConfig) (
 		return nil, invalid("ReaderConfig.Partition", "%d outside [0, %d) for stream %q", cfg.Partition, len(s.parts), name)
 	}
 	p := s.parts[cfg.Partition]
-	r := &partitionReader{stream: name, partition: cfg.Partition, log: p, fetch: cfg.FetchBytes}
+	r := &partitionReader{b: b, stream: name, partition: cfg.Partition, log: p, fetch: cfg.FetchBytes}
 	switch cfg.Start.kind {
 	case startEarliest:
 		r.off = p.StartOffset()
@@ -108,6 +108,7 @@ func (b *Broker) NewReader(ctx context.Context, name string, cfg ReaderConfig) (
 
 // partitionReader reads one partition log. It is not safe for concurrent use.
 type partitionReader struct {
+	b         *Broker
 	stream    string
 	partition int
 	log       logstore.Log
@@ -182,10 +183,7 @@ func (r *partitionReader) fill(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, logstore.ErrClosed) {
-				return r.wrap(fmt.Errorf("%w: %q", ErrStreamNotFound, r.stream))
-			}
-			return r.wrap(err)
+			return r.wrap(r.closedErr(err))
 		}
 		if len(data) > 0 {
 			if cap(data) > cap(r.buf) && cap(data) <= MaxFetchBytes+batch.MaxBatchBytes {
@@ -196,11 +194,23 @@ func (r *partitionReader) fill(ctx context.Context) error {
 		}
 		if _, err := r.log.Wait(ctx, r.off); err != nil {
 			if errors.Is(err, logstore.ErrClosed) {
-				return r.wrap(fmt.Errorf("%w: %q", ErrStreamNotFound, r.stream))
+				return r.wrap(r.closedErr(err))
 			}
 			return err
 		}
 	}
+}
+
+// closedErr turns a closed partition into what happened to it: the stream was
+// deleted (ErrStreamNotFound) or the broker closed (ErrClosed).
+func (r *partitionReader) closedErr(err error) error {
+	if !errors.Is(err, logstore.ErrClosed) {
+		return err
+	}
+	if _, lerr := r.b.lookup(r.stream); lerr != nil {
+		return lerr
+	}
+	return err
 }
 
 func (r *partitionReader) wrap(err error) error {
