@@ -120,6 +120,9 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 		if err != nil && !errors.Is(err, batch.ErrShort) {
 			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s at %d: %w", ErrCorrupt, seg.path, p0+int64(at), err)
 		}
+		if err == nil && first >= 0 && at+size-first > maxBytes {
+			break // maxBytes may be exceeded only by the first batch
+		}
 		if err != nil || at+size > len(buf) {
 			if first >= 0 {
 				break
