@@ -87,6 +87,9 @@ func (p *Partition) Read(off int64, maxBytes int, buf []byte) (data []byte, next
 	return data, next, err
 }
 
+// batchLengthField is how many bytes of a batch batch.PeekSize needs.
+const batchLengthField = 12
+
 // readSegment reads batches of seg starting with the one holding off. Lock held:
 // p.mu (shared). On corruption pos is where it was found.
 func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byte) (data []byte, next, pos int64, err error) {
@@ -115,7 +118,11 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 	first := -1
 	p0 := pos
 	at := 0
-	for at < len(buf) {
+	window := len(buf)
+	// Until the batch holding off is found, the loop reads on past the window: the
+	// batch may start near the window's end, or beyond it when the segment's index
+	// was written with a larger IndexIntervalBytes than the current one.
+	for at < len(buf) || (first < 0 && p0+int64(at) < limit) {
 		size, err := batch.PeekSize(buf[at:])
 		if err != nil && !errors.Is(err, batch.ErrShort) {
 			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s at %d: %w", ErrCorrupt, seg.path, p0+int64(at), err)
@@ -127,17 +134,22 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 			if first >= 0 {
 				break
 			}
-			// The batch we need runs past the window: read it whole.
-			if err == nil && p0+int64(at+size) <= limit {
-				grown := make([]byte, at+size)
-				copy(grown, buf[:at])
-				if _, err := seg.f.ReadAt(grown[at:], p0+int64(at)); err != nil {
-					return nil, off, p0 + int64(at), fmt.Errorf("read %s at %d: %w", seg.path, p0+int64(at), err)
-				}
-				buf = grown
-				continue
+			// Read on from this batch, dropping the verified bytes before it: at
+			// least its length field, else the whole batch, and a window if there is.
+			p0 += int64(at)
+			at = 0
+			need := int64(batchLengthField)
+			if err == nil {
+				need = int64(size)
 			}
-			return nil, off, p0 + int64(at), fmt.Errorf("%w: %s: batch at %d runs past the %d readable bytes", ErrCorrupt, seg.path, p0+int64(at), limit)
+			if p0+need > limit {
+				return nil, off, p0, fmt.Errorf("%w: %s: batch at %d runs past the %d readable bytes", ErrCorrupt, seg.path, p0, limit)
+			}
+			buf = make([]byte, min(max(need, int64(window)), limit-p0))
+			if _, err := seg.f.ReadAt(buf, p0); err != nil {
+				return nil, off, p0, fmt.Errorf("read %s at %d: %w", seg.path, p0, err)
+			}
+			continue
 		}
 		h, err := batch.Verify(buf[at : at+size])
 		if err == nil && h.BaseOffset != expect {
@@ -156,8 +168,7 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 		}
 	}
 	if first < 0 {
-		// off lies beyond what this window reached: only possible when the index
-		// interval exceeds the window, which Validate rules out.
+		// The readable bytes end before off: the segment's offsets end early.
 		return nil, off, p0, fmt.Errorf("logstore: offset %d not found in %s", off, seg.path)
 	}
 	return buf[first:at], expect, pos, nil
