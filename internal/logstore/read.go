@@ -48,6 +48,12 @@ func (p *Partition) Wait(ctx context.Context, off int64) (int64, error) {
 // returned batch; when off is the high watermark, no data is returned and next is
 // off. Offsets lost to quarantine are skipped. Data is read into buf when it fits.
 func (p *Partition) Read(off int64, maxBytes int, buf []byte) (data []byte, next int64, err error) {
+	return p.read(off, maxBytes, buf, true)
+}
+
+// read is Read; with retry, a read that found a damaged index (and rebuilt it) is
+// made again, once.
+func (p *Partition) read(off int64, maxBytes int, buf []byte, retry bool) (data []byte, next int64, err error) {
 	if maxBytes < 1 {
 		return nil, off, fmt.Errorf("logstore: Read maxBytes %d < 1", maxBytes)
 	}
@@ -82,7 +88,9 @@ func (p *Partition) Read(off int64, maxBytes int, buf []byte) (data []byte, next
 	data, next, pos, err := p.readSegment(seg, off, maxBytes, buf)
 	p.mu.RUnlock()
 	if err != nil && errors.Is(err, ErrCorrupt) {
-		p.corrupted(seg, pos, err)
+		if p.corrupted(seg, pos, err) && retry {
+			return p.read(off, maxBytes, buf, false)
+		}
 	}
 	return data, next, err
 }
@@ -176,8 +184,11 @@ func (p *Partition) readSegment(seg *segment, off int64, maxBytes int, buf []byt
 
 // corrupted reports corruption found at pos of seg. A sealed segment is quarantined
 // so that its bytes are never served; corruption in the active segment stops writes.
-func (p *Partition) corrupted(seg *segment, pos int64, cause error) {
-	p.cfg.Logger.Error("logstore: corrupt data in segment", "segment", seg.path, "position", pos, "cause", cause)
+// Quarantine loses data for good, so a sealed segment is first scanned whole: if
+// every batch verifies, what was damaged is its index (Open checks only the index's
+// structure, and an entry that is wrong but in order shows up here), which is
+// rebuilt instead, and corrupted reports true: the read may be made again.
+func (p *Partition) corrupted(seg *segment, pos int64, cause error) (reindexed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i := -1
@@ -187,17 +198,36 @@ func (p *Partition) corrupted(seg *segment, pos int64, cause error) {
 		}
 	}
 	if i < 0 {
-		return // already quarantined or removed
+		return false // already quarantined or removed
 	}
 	if i == len(p.segs)-1 {
+		p.cfg.Logger.Error("logstore: corrupt data in segment", "segment", seg.path, "position", pos, "cause", cause)
 		p.fail(fmt.Errorf("corruption in the active segment: %w", cause))
-		return
+		return false
 	}
+	// Readers are excluded (p.mu is held), so the segment's index can be replaced.
+	old := seg.idxFile
+	seg.mu.Lock()
+	seg.idxFile, seg.idxN = nil, 0
+	seg.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	err := p.rebuildIndex(seg, seg.size)
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		// The data verifies. If writing the new index failed, the in-memory one
+		// built by the scan serves lookups.
+		p.cfg.Logger.Warn("logstore: damaged index of a sealed segment; the data verifies, index rebuilt",
+			"segment", seg.path, "position", pos, "cause", cause, "index_error", err)
+		return true
+	}
+	p.cfg.Logger.Error("logstore: corrupt data in segment", "segment", seg.path, "position", pos, "cause", cause)
 	p.segs = append(p.segs[:i:i], p.segs[i+1:]...)
 	seg.close()
 	if err := p.quarantineFiles(seg.path); err != nil {
 		p.cfg.Logger.Error("logstore: quarantine failed", "segment", seg.path, "error", err)
 	}
+	return false
 }
 
 // OffsetForTime returns the first offset whose record timestamp is at or after t,
