@@ -17,6 +17,14 @@ type appendReq struct {
 	size    int64
 	base    int64      // set by the writer
 	done    chan error // buffered: the writer never blocks on it
+
+	// mu orders the writer's use of batches with a publisher giving up: the writer
+	// reads (and patches) the batches only if the request was not abandoned, and a
+	// publisher abandons it only if the writer has not taken it. Either way, once
+	// Append returns, the caller may reuse its buffers.
+	mu        sync.Mutex
+	taken     bool // the writer has copied the batches into its write buffer
+	abandoned bool // the publisher gave up before that
 }
 
 var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan error, 1)} }}
@@ -34,7 +42,8 @@ type syncJob struct {
 // Append writes encoded batches (package batch) as consecutive offsets and returns
 // the base offset of the first. The batches' base offsets are overwritten. Under
 // SyncAlways it returns only once the batches are on disk. If ctx ends first, the
-// batches may or may not be stored.
+// batches may or may not be stored. Once Append returns, however it returns, the
+// caller may reuse the batches' memory.
 func (p *Partition) Append(ctx context.Context, batches ...[]byte) (int64, error) {
 	if len(batches) == 0 {
 		return 0, errors.New("logstore: Append with no batches")
@@ -50,7 +59,7 @@ func (p *Partition) Append(ctx context.Context, batches ...[]byte) (int64, error
 		return 0, err
 	}
 	r := reqPool.Get().(*appendReq)
-	r.batches, r.size = batches, size
+	r.batches, r.size, r.taken, r.abandoned = batches, size, false, false
 	select {
 	case p.reqs <- r:
 	case <-ctx.Done():
@@ -67,7 +76,12 @@ func (p *Partition) Append(ctx context.Context, batches ...[]byte) (int64, error
 		reqPool.Put(r)
 		return base, err
 	case <-ctx.Done():
-		// The writer still owns r; it is not reused.
+		// The writer may still hold r in a group, so r is not reused. Unless the
+		// writer has taken the batches already (they may then be stored), it must
+		// skip them: the caller may overwrite them as soon as Append returns.
+		r.mu.Lock()
+		r.abandoned = !r.taken
+		r.mu.Unlock()
 		return 0, ctx.Err()
 	case <-p.stopped:
 		select {
@@ -162,6 +176,12 @@ func (p *Partition) writeGroup(group []*appendReq) {
 			}
 			seg, buf, start = p.active, buf[:0], i
 		}
+		r.mu.Lock()
+		if r.abandoned {
+			r.mu.Unlock()
+			continue // its publisher gave up and owns the batches again
+		}
+		r.taken = true
 		r.base = p.next
 		for _, b := range r.batches {
 			batch.SetBaseOffset(b, p.next)
@@ -172,6 +192,7 @@ func (p *Partition) writeGroup(group []*appendReq) {
 			buf = append(buf, b...)
 			p.next = h.NextOffset()
 		}
+		r.mu.Unlock()
 	}
 	if err := p.flush(seg, buf, group[start:]); err != nil {
 		return
