@@ -46,7 +46,9 @@ func (p *Partition) Wait(ctx context.Context, off int64) (int64, error) {
 // to maxBytes in all (but always at least one batch) and never past the high
 // watermark. The first batch may start before off. next is the offset after the last
 // returned batch; when off is the high watermark, no data is returned and next is
-// off. Offsets lost to quarantine are skipped. Data is read into buf when it fits.
+// off. Offsets lost to quarantine are skipped (the first batch then starts after
+// off; if the lost range ends at the high watermark, no data is returned and next
+// is the high watermark). Data is read into buf when it fits.
 func (p *Partition) Read(off int64, maxBytes int, buf []byte) (data []byte, next int64, err error) {
 	return p.read(off, maxBytes, buf, true)
 }
@@ -81,9 +83,14 @@ func (p *Partition) read(off int64, maxBytes int, buf []byte, retry bool) (data 
 	segNext := seg.next
 	seg.mu.Unlock()
 	if off >= segNext && i < len(p.segs)-1 {
-		// A quarantined range: continue at the next segment.
+		// A quarantined range: continue at the next segment, unless that is where
+		// the log ends (an empty active segment).
 		seg = p.segs[i+1]
 		off = seg.base
+		if off >= hw {
+			p.mu.RUnlock()
+			return nil, hw, nil
+		}
 	}
 	data, next, pos, err := p.readSegment(seg, off, maxBytes, buf)
 	p.mu.RUnlock()
