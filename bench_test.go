@@ -18,7 +18,7 @@ import (
 // same invocation.
 func BenchmarkPublish(b *testing.B) {
 	for _, size := range []int{100, 1024} {
-		for _, pubs := range []int{1, 64} {
+		for _, pubs := range []int{1, 64, 512} {
 			b.Run(fmt.Sprintf("size=%d/publishers=%d", size, pubs), func(b *testing.B) {
 				benchPublish(b, size, pubs)
 			})

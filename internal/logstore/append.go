@@ -133,7 +133,13 @@ func (p *Partition) writeLoop() {
 		if p.cfg.Sync == SyncAlways {
 			// Publishers acknowledged by the last sync are runnable now; let them
 			// enqueue so that they join this group rather than the next.
-			runtime.Gosched()
+			for range maxGatherYields {
+				n := len(p.reqs)
+				runtime.Gosched()
+				if len(p.reqs) == n {
+					break
+				}
+			}
 		}
 		group = append(group[:0], r)
 		bytes := r.size
@@ -150,6 +156,10 @@ func (p *Partition) writeLoop() {
 		p.writeGroup(group)
 	}
 }
+
+// maxGatherYields bounds how often the writer yields to let publishers join a group
+// before it writes: it stops as soon as a yield brings no new request.
+const maxGatherYields = 8
 
 // writeGroup writes the batches of group with one write per segment and hands them
 // to the syncer (or acknowledges them, under the lazier policies).
