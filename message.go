@@ -49,7 +49,10 @@ type Position struct {
 	Offset    int64
 }
 
-// Record is a stored message as a reader returns it. Its slices are its own.
+// Record is a stored message as a reader returns it. Its slices are never reused or
+// changed by sluice, but they share one buffer with the other records of the same
+// fetch (up to ReaderConfig.FetchBytes): keeping one record keeps that buffer alive.
+// Copy Key and Body to keep a record for long without the rest.
 type Record struct {
 	Stream    string
 	Partition int

@@ -114,7 +114,6 @@ type partitionReader struct {
 	log       logstore.Log
 	fetch     int
 	off       int64 // next offset to return
-	buf       []byte
 	data      []byte // fetched batches not yet consumed
 	it        batch.Iter
 	inBatch   bool
@@ -125,7 +124,7 @@ func (r *partitionReader) Offset() int64 { return r.off }
 
 func (r *partitionReader) Close() error {
 	r.closed = true
-	r.data, r.buf = nil, nil
+	r.data = nil
 	return nil
 }
 
@@ -141,7 +140,7 @@ func (r *partitionReader) Next(ctx context.Context) (Record, error) {
 					continue
 				}
 				r.off = rec.Offset + 1
-				return r.copyRecord(rec), nil
+				return r.record(rec), nil
 			}
 			r.inBatch = false
 			if err := r.it.Err(); err != nil {
@@ -170,7 +169,8 @@ func (r *partitionReader) Next(ctx context.Context) (Record, error) {
 // fill fetches the next batches, waiting for new data at the end of the log.
 func (r *partitionReader) fill(ctx context.Context) error {
 	for {
-		data, _, err := r.log.Read(r.off, r.fetch, r.buf)
+		// A fresh buffer each time: the records handed out alias it.
+		data, _, err := r.log.Read(r.off, r.fetch, nil)
 		if errors.Is(err, logstore.ErrOutOfRange) {
 			start, hw := r.log.StartOffset(), r.log.HighWatermark()
 			switch {
@@ -186,9 +186,6 @@ func (r *partitionReader) fill(ctx context.Context) error {
 			return r.wrap(r.closedErr(err))
 		}
 		if len(data) > 0 {
-			if cap(data) > cap(r.buf) && cap(data) <= MaxFetchBytes+batch.MaxBatchBytes {
-				r.buf = data[:0]
-			}
 			r.data = data
 			return nil
 		}
@@ -217,35 +214,20 @@ func (r *partitionReader) wrap(err error) error {
 	return fmt.Errorf("sluice: read %s/%d at offset %d: %w", r.stream, r.partition, r.off, err)
 }
 
-// copyRecord copies a decoded record out of the read buffer with one allocation
-// for all its bytes.
-func (r *partitionReader) copyRecord(rec *batch.Record) Record {
-	n := len(rec.Key) + len(rec.Value)
-	for _, h := range rec.Headers {
-		n += len(h.Value)
-	}
-	buf := make([]byte, 0, n)
-	take := func(b []byte) []byte {
-		if b == nil {
-			return nil
-		}
-		start := len(buf)
-		buf = append(buf, b...)
-		return buf[start:len(buf):len(buf)]
-	}
+// record turns a decoded record into a Record. Its slices alias the fetch buffer,
+// which the reader never reuses: a fetch is one allocation shared by its records,
+// not one per record.
+func (r *partitionReader) record(rec *batch.Record) Record {
 	out := Record{
 		Stream:    r.stream,
 		Partition: r.partition,
 		Offset:    rec.Offset,
 		Time:      time.UnixMilli(rec.Timestamp),
-		Key:       take(rec.Key),
-		Body:      take(rec.Value),
+		Key:       rec.Key,
+		Body:      rec.Value,
 	}
 	if len(rec.Headers) > 0 {
-		out.Headers = make([]Header, len(rec.Headers))
-		for i, h := range rec.Headers {
-			out.Headers[i] = Header{Key: h.Key, Value: take(h.Value)}
-		}
+		out.Headers = append([]Header(nil), rec.Headers...)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -142,15 +143,40 @@ func BenchmarkRecover(b *testing.B) {
 	}
 	dir := b.TempDir()
 	size := fillPartition(b, dir, want)
-	b.SetBytes(size)
-	b.ReportAllocs()
-	for b.Loop() {
-		p, err := Open(Config{Dir: dir, Logger: quietLogger})
-		if err != nil {
-			b.Fatal(err)
+	// indexes=kept is the usual reopen: the active segment is verified batch by
+	// batch, sealed segments through their index and tail. indexes=lost removes
+	// every index first, so that every batch of every segment is read and verified:
+	// the worst case.
+	for _, lose := range []bool{false, true} {
+		name := "indexes=kept"
+		if lose {
+			name = "indexes=lost"
 		}
-		if err := p.Close(); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				if lose {
+					b.StopTimer()
+					idx, err := filepath.Glob(filepath.Join(dir, "*"+indexSuffix))
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, f := range idx {
+						if err := os.Remove(f); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StartTimer()
+				}
+				p, err := Open(Config{Dir: dir, Logger: quietLogger})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := p.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
