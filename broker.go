@@ -184,6 +184,21 @@ func (b *Broker) lookup(name string) (*stream, error) {
 	return s, nil
 }
 
+// acquire returns the open stream called name, held shared (so that it is not
+// deleted or reconfigured under the caller) until release is called.
+func (b *Broker) acquire(name string) (s *stream, release func(), err error) {
+	s, err = b.lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.RLock()
+	if s.gone {
+		s.mu.RUnlock()
+		return nil, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+	}
+	return s, s.mu.RUnlock, nil
+}
+
 // CreateStream creates a stream. Its config is on disk before it returns.
 func (b *Broker) CreateStream(ctx context.Context, cfg StreamConfig) (StreamInfo, error) {
 	if err := cfg.Validate(); err != nil {

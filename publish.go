@@ -45,15 +45,11 @@ func toRecord(m *Message, now time.Time) batch.Record {
 // Publish stores msg and returns its partition and offset once it is durable under
 // the stream's sync policy. If ctx ends first the message may or may not be stored.
 func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Position, error) {
-	s, err := b.lookup(name)
+	s, release, err := b.acquire(name)
 	if err != nil {
 		return Position{}, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.gone {
-		return Position{}, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-	}
+	defer release()
 	if err := msg.validate("Message", s.cfg.MaxMessageBytes); err != nil {
 		return Position{}, err
 	}
@@ -88,15 +84,11 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	if len(msgs) > MaxBatchMessages {
 		return nil, invalid("msgs", "%d messages, limit MaxBatchMessages=%d", len(msgs), MaxBatchMessages)
 	}
-	s, err := b.lookup(name)
+	s, release, err := b.acquire(name)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.gone {
-		return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-	}
+	defer release()
 	total := 0
 	pos := make([]Position, len(msgs))
 	byPart := map[int][]int{}

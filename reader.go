@@ -75,15 +75,11 @@ func (b *Broker) NewReader(ctx context.Context, name string, cfg ReaderConfig) (
 	if cfg.FetchBytes < 1 || cfg.FetchBytes > MaxFetchBytes {
 		return nil, invalid("ReaderConfig.FetchBytes", "%d outside [1, MaxFetchBytes=%d]", cfg.FetchBytes, MaxFetchBytes)
 	}
-	s, err := b.lookup(name)
+	s, release, err := b.acquire(name)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.gone {
-		return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
-	}
+	defer release()
 	if cfg.Partition < 0 || cfg.Partition >= len(s.parts) {
 		return nil, invalid("ReaderConfig.Partition", "%d outside [0, %d) for stream %q", cfg.Partition, len(s.parts), name)
 	}
@@ -113,7 +109,7 @@ type partitionReader struct {
 	partition int
 	log       logstore.Log
 	fetch     int
-	off       int64 // next offset to return
+	off       int64  // next offset to return
 	data      []byte // fetched batches not yet consumed
 	it        batch.Iter
 	inBatch   bool

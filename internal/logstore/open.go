@@ -146,13 +146,8 @@ func (p *Partition) recover() error {
 // the in-memory index and truncates after the last valid batch.
 func (p *Partition) openActive(base int64) (*segment, error) {
 	path := segmentName(p.cfg.Dir, base)
-	f, err := p.fs.OpenAppend(path)
+	f, size, err := openSized(p.fs.OpenAppend, path)
 	if err != nil {
-		return nil, err
-	}
-	size, err := f.Size()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	s := newSegment(base, path, f)
@@ -195,13 +190,8 @@ func (p *Partition) openActive(base int64) (*segment, error) {
 // quarantined and nil is returned.
 func (p *Partition) openSealed(base int64) (*segment, error) {
 	path := segmentName(p.cfg.Dir, base)
-	f, err := p.fs.Open(path)
+	f, size, err := openSized(p.fs.Open, path)
 	if err != nil {
-		return nil, err
-	}
-	size, err := f.Size()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	s := newSegment(base, path, f)
@@ -301,4 +291,18 @@ func (p *Partition) quarantineFiles(path string) error {
 		}
 	}
 	return p.fs.SyncDir(p.cfg.Dir)
+}
+
+// openSized opens path with open and returns the file and its size.
+func openSized(open func(string) (vfs.File, error), path string) (vfs.File, int64, error) {
+	f, err := open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	size, err := f.Size()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, size, nil
 }
