@@ -1,0 +1,141 @@
+package subscription
+
+import (
+	"fmt"
+	"time"
+)
+
+// Mode says how a subscription shares messages among its consumers.
+type Mode string
+
+const (
+	// ModeQueue: any consumer may get any message; each delivery holds a lease.
+	ModeQueue Mode = "queue"
+)
+
+// Start is where a new subscription begins.
+type Start string
+
+const (
+	StartEarliest Start = "earliest"
+	StartLatest   Start = "latest"
+)
+
+// Limits and defaults of Config.
+const (
+	MaxNameLen            = 128
+	DefaultLease          = 30 * time.Second
+	MinLease              = 100 * time.Millisecond
+	MaxLease              = 12 * time.Hour
+	DefaultMaxDeliveries  = 5
+	MaxMaxDeliveries      = 1000
+	DefaultBackoffInitial = time.Second
+	DefaultBackoffMax     = 5 * time.Minute
+	MinBackoff            = time.Millisecond
+	MaxBackoff            = 24 * time.Hour
+	// MaxRetryDelay bounds a nack's explicit delay.
+	MaxRetryDelay = 365 * 24 * time.Hour
+	// MaxReasonBytes bounds the error text a nack or term may carry.
+	MaxReasonBytes = 1024
+	// MaxConsumerNameLen bounds a consumer's name.
+	MaxConsumerNameLen = 128
+	// DefaultMaxInFlight is a consumer's default cap on unacknowledged deliveries.
+	DefaultMaxInFlight = 100
+	// MaxMaxInFlight bounds a consumer's cap.
+	MaxMaxInFlight = 10000
+	// MaxFetch bounds the deliveries one Fetch returns.
+	MaxFetch = 1000
+)
+
+// Config configures a subscription. Zero fields take their defaults.
+type Config struct {
+	// Name is 1..MaxNameLen characters of [A-Za-z0-9._-], starting with a letter or
+	// digit. Required.
+	Name string `json:"name"`
+	// Mode is how messages are shared among consumers. Default ModeQueue.
+	Mode Mode `json:"mode"`
+	// Start is where a new subscription begins. Default StartEarliest.
+	Start Start `json:"start"`
+	// Lease is how long a consumer holds a delivery before it is redelivered, unless
+	// extended. Default 30 s; limits [100 ms, 12 h].
+	Lease time.Duration `json:"lease"`
+	// MaxDeliveries is how many times a message is delivered before it is
+	// dead-lettered. Default 5; limits [1, 1000].
+	MaxDeliveries int `json:"max_deliveries"`
+	// BackoffInitial and BackoffMax bound the retry delay after a failed delivery:
+	// BackoffInitial * 2^(deliveries-1), at most BackoffMax, with jitter (a random
+	// value in the upper half). Defaults 1 s and 5 min; limits [1 ms, 24 h].
+	BackoffInitial time.Duration `json:"backoff_initial"`
+	BackoffMax     time.Duration `json:"backoff_max"`
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	if c.Mode == "" {
+		c.Mode = ModeQueue
+	}
+	if c.Start == "" {
+		c.Start = StartEarliest
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if c.BackoffInitial == 0 {
+		c.BackoffInitial = DefaultBackoffInitial
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	return c
+}
+
+// FieldError names the field of a bad config or argument and the rule it breaks.
+type FieldError struct {
+	Field, Reason string
+}
+
+func (e *FieldError) Error() string { return "invalid " + e.Field + ": " + e.Reason }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// ValidName reports whether s is a valid subscription or consumer name.
+func ValidName(s string, maxLen int) bool {
+	if len(s) == 0 || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks every field against its limits.
+func (c Config) Validate() error {
+	d := c.WithDefaults()
+	switch {
+	case !ValidName(d.Name, MaxNameLen):
+		return fieldErr("SubscriptionConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", d.Name, MaxNameLen)
+	case d.Mode != ModeQueue:
+		return fieldErr("SubscriptionConfig.Mode", "%q is not supported (supported: queue)", d.Mode)
+	case d.Start != StartEarliest && d.Start != StartLatest:
+		return fieldErr("SubscriptionConfig.Start", "%q is not one of earliest, latest", d.Start)
+	case d.Lease < MinLease || d.Lease > MaxLease:
+		return fieldErr("SubscriptionConfig.Lease", "%v outside [%v, %v]", d.Lease, MinLease, MaxLease)
+	case d.MaxDeliveries < 1 || d.MaxDeliveries > MaxMaxDeliveries:
+		return fieldErr("SubscriptionConfig.MaxDeliveries", "%d outside [1, %d]", d.MaxDeliveries, MaxMaxDeliveries)
+	case d.BackoffInitial < MinBackoff || d.BackoffInitial > MaxBackoff:
+		return fieldErr("SubscriptionConfig.BackoffInitial", "%v outside [%v, %v]", d.BackoffInitial, MinBackoff, MaxBackoff)
+	case d.BackoffMax < d.BackoffInitial || d.BackoffMax > MaxBackoff:
+		return fieldErr("SubscriptionConfig.BackoffMax", "%v outside [BackoffInitial=%v, %v]", d.BackoffMax, d.BackoffInitial, MaxBackoff)
+	}
+	return nil
+}

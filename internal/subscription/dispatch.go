@@ -1,0 +1,215 @@
+package subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/batch"
+	"github.com/sluicemq/sluice/internal/logstore"
+)
+
+// fetchBytes is how much dispatch reads from a partition at once.
+const fetchBytes = 256 << 10
+
+// dispatchLocked hands out up to room deliveries: due retries first, then new
+// messages, partition by partition in turn. The deliveries are journaled before
+// they are returned.
+func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now time.Time) ([]Delivery, error) {
+	parts := s.parts()
+	var out []Delivery
+	var evs []event
+	for n := 0; n < len(parts) && len(out) < room; n++ {
+		i := (s.rr + n) % len(parts)
+		ps := s.partLocked(i)
+		log := parts[i]
+		if start := log.StartOffset(); ps.floor < start {
+			s.dropBelowLocked(i, ps, start)
+		}
+		for len(out) < room {
+			it, ok := ps.retry.peek()
+			if !ok || it.at > ms(now) {
+				break
+			}
+			ps.retry.pop()
+			pd := ps.pend[it.offset]
+			if pd == nil || pd.lease != 0 || pd.NotBefore != it.at {
+				continue // settled, in flight, or rescheduled
+			}
+			if pd.Deliveries >= s.cfg.MaxDeliveries {
+				// Out of deliveries: its dead-lettering failed before (or a crash
+				// came between the last delivery and its outcome). Try that again.
+				if err := s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries)); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			rec, err := s.readOne(i, pd.Offset)
+			if errors.Is(err, logstore.ErrOutOfRange) {
+				s.dropBelowLocked(i, ps, log.StartOffset())
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, delivery(i, &rec, pd.Deliveries+1))
+			evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
+		}
+		for len(out) < room && ps.next < log.HighWatermark() {
+			data, _, err := log.Read(ps.next, fetchBytes, nil)
+			if err != nil {
+				return nil, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
+			}
+			next := ps.next
+			err = eachRecord(data, func(r *batch.Record) bool {
+				if r.Offset < next {
+					return true
+				}
+				out = append(out, delivery(i, r, 1))
+				evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now)})
+				next = r.Offset + 1
+				return len(out) < room
+			})
+			if err != nil {
+				return nil, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
+			}
+			if next == ps.next {
+				break
+			}
+			ps.next = next // journalLocked re-applies this; set now so the loop moves on
+		}
+	}
+	s.rr++
+	if len(out) == 0 {
+		return nil, nil
+	}
+	if err := s.journalLocked(ctx, evs...); err != nil {
+		return nil, err
+	}
+	deadline := now.Add(s.cfg.Lease)
+	for k := range out {
+		d := &out[k]
+		s.leaseSeq++
+		pd := s.state[d.Partition].pend[d.Offset]
+		pd.lease, pd.consumer, pd.deadline = s.leaseSeq, consumer, ms(deadline)
+		d.Lease, d.Deadline = s.leaseSeq, time.UnixMilli(ms(deadline))
+		s.leases.push(timeItem{at: pd.deadline, partition: d.Partition, offset: d.Offset, lease: d.Lease})
+	}
+	s.inflight[consumer] += len(out)
+	return out, nil
+}
+
+func delivery(part int, r *batch.Record, deliveries int) Delivery {
+	d := Delivery{Partition: part, Offset: r.Offset, Deliveries: deliveries, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value}
+	if len(r.Headers) > 0 {
+		d.Headers = append([]batch.RecordHeader(nil), r.Headers...)
+	}
+	return d
+}
+
+// dropBelowLocked forgets messages that retention removed from the log.
+func (s *Sub) dropBelowLocked(part int, ps *partState, start int64) {
+	dropped := 0
+	for off, pd := range ps.pend {
+		if off < start {
+			s.releaseLocked(pd)
+			delete(ps.pend, off)
+			dropped++
+		}
+	}
+	if ps.floor < start {
+		ps.floor = start
+	}
+	if ps.next < start {
+		ps.next = start
+	}
+	ps.advance()
+	if dropped > 0 {
+		s.log.Warn("subscription: messages removed by retention before they were settled",
+			"subscription", s.cfg.Name, "partition", part, "messages", dropped)
+	}
+}
+
+// heldLocked returns the pending message whose lease is lease, or ErrStaleLease.
+func (s *Sub) heldLocked(part int, off int64, lease uint64) (*pending, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	if part < 0 || part >= len(s.state) {
+		return nil, fmt.Errorf("%w: partition %d", ErrStaleLease, part)
+	}
+	pd := s.state[part].pend[off]
+	if pd == nil || pd.lease == 0 || pd.lease != lease {
+		return nil, fmt.Errorf("%w: lease %d on partition %d offset %d (expired and redelivered, or already settled)", ErrStaleLease, lease, part, off)
+	}
+	if pd.deadline <= ms(s.now()) {
+		return nil, fmt.Errorf("%w: lease %d on partition %d offset %d expired", ErrStaleLease, lease, part, off)
+	}
+	return pd, nil
+}
+
+// Ack settles a delivery: the message is done for this subscription.
+func (s *Sub) Ack(ctx context.Context, part int, off int64, lease uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pd, err := s.heldLocked(part, off, lease)
+	if err != nil {
+		return err
+	}
+	if err := s.journalLocked(ctx, event{kind: evAck, partition: part, offset: off}); err != nil {
+		return err
+	}
+	s.releaseLocked(pd)
+	s.broadcastLocked()
+	return nil
+}
+
+// Nack reports a failed delivery: the message is delivered again after delay (or
+// the backoff when delay is nil), or dead-lettered if it has had MaxDeliveries.
+func (s *Sub) Nack(ctx context.Context, part int, off int64, lease uint64, delay *time.Duration, reason string) error {
+	if delay != nil && (*delay < 0 || *delay > MaxRetryDelay) {
+		return fieldErr("delay", "%v outside [0, %v]", *delay, MaxRetryDelay)
+	}
+	if len(reason) > MaxReasonBytes {
+		return fieldErr("reason", "%d bytes, limit %d", len(reason), MaxReasonBytes)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pd, err := s.heldLocked(part, off, lease)
+	if err != nil {
+		return err
+	}
+	return s.failLocked(ctx, part, pd, s.now(), reason, delay)
+}
+
+// Term gives up on a delivery at once: the message goes to the dead letters.
+func (s *Sub) Term(ctx context.Context, part int, off int64, lease uint64, reason string) error {
+	if len(reason) > MaxReasonBytes {
+		return fieldErr("reason", "%d bytes, limit %d", len(reason), MaxReasonBytes)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pd, err := s.heldLocked(part, off, lease)
+	if err != nil {
+		return err
+	}
+	pd.addAttempt(Attempt{At: ms(s.now()), Consumer: pd.consumer, Error: reason}, s.cfg.MaxDeliveries)
+	return s.deadLocked(ctx, part, pd, "terminated by consumer")
+}
+
+// Extend moves a delivery's lease deadline to now + d and returns it.
+func (s *Sub) Extend(part int, off int64, lease uint64, d time.Duration) (time.Time, error) {
+	if d < MinLease || d > MaxLease {
+		return time.Time{}, fieldErr("extend", "%v outside [%v, %v]", d, MinLease, MaxLease)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pd, err := s.heldLocked(part, off, lease)
+	if err != nil {
+		return time.Time{}, err
+	}
+	pd.deadline = ms(s.now().Add(d))
+	s.leases.push(timeItem{at: pd.deadline, partition: part, offset: off, lease: lease})
+	return time.UnixMilli(pd.deadline), nil
+}

@@ -1,0 +1,38 @@
+// Package subscription is sluice's delivery engine: a subscription is a named,
+// durable cursor over a stream whose messages it hands to consumers under leases,
+// with acknowledgements, retries with backoff, a delivery limit and dead-lettering.
+//
+// # State
+//
+// For each partition a subscription keeps a floor (every offset below it is done:
+// acknowledged or dead-lettered), a cursor next (no offset at or above it was ever
+// delivered), and the pending set: every offset in [floor, next) that is not done,
+// with its delivery count, lease (while in flight), retry time and attempt history.
+// Offsets in [floor, next) that are not pending are done. The backlog beyond next
+// costs no memory at all, so memory is bounded by what is in flight or waiting for a
+// retry, not by the backlog.
+//
+// # Durability
+//
+// Every change is an event appended to the subscription's journal, a partition log
+// (package logstore) under journal-<generation>/, before it takes effect for the
+// caller: a delivery is journaled before the consumer sees it, so that a crash can
+// never reset a delivery count and a poison message is not retried forever. The
+// journal acknowledges after the write (logstore.SyncInterval): what was acknowledged
+// survives kill -9 of the broker; a power failure can lose the last interval, which
+// makes messages come back (at-least-once), never lost.
+//
+// On open the subscription loads state.json (the snapshot, written atomically),
+// replays its journal generation, then compacts: it writes a new snapshot that
+// points at a fresh, empty journal generation and removes the old one. Leases that
+// were in flight at a crash are treated as expired.
+//
+// Journal events (the value of one record each; integers are varints):
+//
+//	kind=1 deliver  partition, offset, deliveries, unix ms
+//	kind=2 ack      partition, offset
+//	kind=3 retry    partition, offset, not-before unix ms, unix ms, consumer, reason
+//	kind=4 dead     partition, offset
+//
+// Strings are length-prefixed and bounded (MaxReasonBytes, MaxConsumerNameLen).
+package subscription

@@ -1,0 +1,91 @@
+package subscription
+
+import (
+	"container/heap"
+	"time"
+)
+
+// Attempt is one failed delivery of a message.
+type Attempt struct {
+	At       int64  `json:"at"` // unix ms
+	Consumer string `json:"consumer,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// pending is a message in [floor, next) that is not done.
+type pending struct {
+	Offset     int64     `json:"offset"`
+	Deliveries int       `json:"deliveries"`
+	NotBefore  int64     `json:"not_before,omitempty"` // unix ms: not redelivered before
+	Attempts   []Attempt `json:"attempts,omitempty"`
+
+	// In flight; never persisted: after a restart every lease has expired.
+	lease    uint64
+	consumer string
+	deadline int64 // unix ms
+}
+
+// partState is a subscription's state for one partition.
+type partState struct {
+	floor int64
+	next  int64
+	pend  map[int64]*pending
+	retry timeHeap // pending messages not in flight, by NotBefore
+}
+
+func newPartState(start int64) *partState {
+	return &partState{floor: start, next: start, pend: map[int64]*pending{}}
+}
+
+// advance moves the floor past every done offset.
+func (ps *partState) advance() {
+	for ps.floor < ps.next && ps.pend[ps.floor] == nil {
+		ps.floor++
+	}
+}
+
+// addAttempt records a failed delivery, keeping the newest limit attempts.
+func (pd *pending) addAttempt(a Attempt, limit int) {
+	pd.Attempts = append(pd.Attempts, a)
+	if len(pd.Attempts) > limit {
+		pd.Attempts = append(pd.Attempts[:0], pd.Attempts[len(pd.Attempts)-limit:]...)
+	}
+}
+
+// timeItem is a heap entry; entries are validated when popped, so stale ones (a
+// lease that was extended or settled) are simply dropped.
+type timeItem struct {
+	at        int64 // unix ms
+	partition int
+	offset    int64
+	lease     uint64
+}
+
+type timeHeap []timeItem
+
+func (h timeHeap) Len() int { return len(h) }
+func (h timeHeap) Less(i, j int) bool {
+	if h[i].at != h[j].at {
+		return h[i].at < h[j].at
+	}
+	return h[i].offset < h[j].offset
+}
+func (h timeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timeHeap) Push(x any)   { *h = append(*h, x.(timeItem)) }
+func (h *timeHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (h *timeHeap) push(it timeItem) { heap.Push(h, it) }
+func (h *timeHeap) pop() timeItem    { return heap.Pop(h).(timeItem) }
+func (h timeHeap) peek() (timeItem, bool) {
+	if len(h) == 0 {
+		return timeItem{}, false
+	}
+	return h[0], true
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
