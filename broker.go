@@ -34,9 +34,10 @@ type Broker struct {
 	fs     vfs.FS
 	unlock func() error
 
-	mu      sync.RWMutex
-	streams map[string]*stream
-	closed  bool
+	mu       sync.RWMutex
+	streams  map[string]*stream
+	deleting map[string]bool // names whose deletion is in progress
+	closed   bool
 	delSeq  atomic.Int64
 
 	stop chan struct{}
@@ -54,6 +55,13 @@ type stream struct {
 	cfg   StreamConfig
 	parts []logstore.Log
 	gone  bool
+
+	// partsV is a copy of parts that subscriptions read without s.mu (they call
+	// back into the broker to dead-letter, so they must not wait on s.mu).
+	partsV atomic.Pointer[[]logstore.Log]
+
+	subMu sync.Mutex // guards subs; taken before a subscription's own lock
+	subs  map[string]*subState
 }
 
 // Open opens the broker on dir, creating it if needed, and recovers every stream.
@@ -63,7 +71,7 @@ func Open(dir string, opts *Options) (*Broker, error) {
 		return nil, err
 	}
 	o := opts.withDefaults()
-	b := &Broker{dir: dir, opts: o, fs: o.fs, streams: map[string]*stream{}, stop: make(chan struct{})}
+	b := &Broker{dir: dir, opts: o, fs: o.fs, streams: map[string]*stream{}, deleting: map[string]bool{}, stop: make(chan struct{})}
 	if err := b.fs.MkdirAll(filepath.Join(dir, streamsDir)); err != nil {
 		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
 	}
@@ -148,7 +156,7 @@ func (b *Broker) partitionConfig(s *stream, cfg StreamConfig, i int) logstore.Co
 }
 
 func (b *Broker) openStream(cfg StreamConfig) (*stream, error) {
-	s := &stream{dir: filepath.Join(b.streamsPath(), cfg.Name), cfg: cfg}
+	s := &stream{dir: filepath.Join(b.streamsPath(), cfg.Name), cfg: cfg, subs: map[string]*subState{}}
 	for i := range cfg.Partitions {
 		p, err := logstore.Open(b.partitionConfig(s, cfg, i))
 		if err != nil {
@@ -157,7 +165,20 @@ func (b *Broker) openStream(cfg StreamConfig) (*stream, error) {
 		}
 		s.parts = append(s.parts, p)
 	}
+	s.publishParts()
+	if err := b.openSubscriptions(s); err != nil {
+		s.closeSubs()
+		s.closeParts()
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
 	return s, nil
+}
+
+// publishParts makes the current partition list visible to subscriptions.
+// Lock held: s.mu, or s is not shared yet.
+func (s *stream) publishParts() {
+	v := append([]logstore.Log(nil), s.parts...)
+	s.partsV.Store(&v)
 }
 
 func (s *stream) closeParts() error {
@@ -210,7 +231,7 @@ func (b *Broker) CreateStream(ctx context.Context, cfg StreamConfig) (StreamInfo
 	if b.closed {
 		return StreamInfo{}, ErrClosed
 	}
-	if _, ok := b.streams[cfg.Name]; ok {
+	if _, ok := b.streams[cfg.Name]; ok || b.deleting[cfg.Name] {
 		return StreamInfo{}, fmt.Errorf("%w: %q", ErrStreamExists, cfg.Name)
 	}
 	if len(b.streams) >= b.opts.MaxStreams {
@@ -294,26 +315,38 @@ func (b *Broker) UpdateStream(ctx context.Context, cfg StreamConfig) (StreamInfo
 	}
 	s.cfg = next
 	s.parts = append(s.parts, added...)
+	s.publishParts()
 	return s.infoLocked(), nil
 }
 
-// DeleteStream deletes a stream and all its messages. Publishes in flight finish
-// first; readers get ErrStreamNotFound.
+// DeleteStream deletes a stream, its subscriptions and all its messages. Publishes
+// in flight finish first; readers get ErrStreamNotFound.
 func (b *Broker) DeleteStream(ctx context.Context, name string) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return ErrClosed
 	}
 	s, ok := b.streams[name]
 	if !ok {
+		b.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrStreamNotFound, name)
 	}
+	delete(b.streams, name)
+	b.deleting[name] = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.deleting, name)
+		b.mu.Unlock()
+	}()
+	// Not under b.mu: a subscription that is dead-lettering calls back into the
+	// broker, and closing it waits for that.
+	err := s.closeSubs()
 	s.mu.Lock()
 	s.gone = true
-	err := s.closeParts()
+	err = errors.Join(err, s.closeParts())
 	s.mu.Unlock()
-	delete(b.streams, name)
 	if err != nil {
 		b.opts.Logger.Warn("sluice: closing deleted stream", "stream", name, "error", err)
 	}
@@ -403,6 +436,9 @@ func (b *Broker) Close() error {
 func (b *Broker) closeStreams() error {
 	var errs []error
 	for _, s := range b.streams {
+		if err := s.closeSubs(); err != nil {
+			errs = append(errs, err)
+		}
 		s.mu.Lock()
 		s.gone = true
 		if err := s.closeParts(); err != nil {

@@ -22,6 +22,17 @@ type Client interface {
 	PublishBatch(ctx context.Context, stream string, msgs []Message) ([]Position, error)
 	// NewReader opens a reader on one partition of a stream.
 	NewReader(ctx context.Context, stream string, cfg ReaderConfig) (Reader, error)
+	// CreateSubscription creates a durable subscription (and its dead-letter
+	// stream) on a stream.
+	CreateSubscription(ctx context.Context, stream string, cfg SubscriptionConfig) (SubscriptionInfo, error)
+	// DeleteSubscription deletes a subscription and its state.
+	DeleteSubscription(ctx context.Context, stream, name string) error
+	// ListSubscriptions lists a stream's subscriptions.
+	ListSubscriptions(ctx context.Context, stream string) ([]SubscriptionInfo, error)
+	// Subscription describes one subscription and its progress.
+	Subscription(ctx context.Context, stream, name string) (SubscriptionInfo, error)
+	// NewConsumer opens a consumer on a subscription.
+	NewConsumer(ctx context.Context, stream, subscription string, cfg ConsumerConfig) (Consumer, error)
 	// Close releases the client (for *Broker: stops the broker).
 	Close() error
 }

@@ -1,0 +1,166 @@
+package sluice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/subscription"
+)
+
+// Delivery is a message handed to a consumer under a lease. Settle it with the
+// consumer's Ack, Nack or Term before Deadline, or Extend the lease.
+type Delivery struct {
+	Record
+	Subscription string
+	// Deliveries counts this delivery: 1 the first time.
+	Deliveries int
+	// Lease is the fencing token: settling with a lease that expired (and whose
+	// message went to another consumer) fails with ErrStaleLease.
+	Lease    uint64
+	Deadline time.Time
+}
+
+// NackOptions says how a failed delivery is retried.
+type NackOptions struct {
+	// Delay before the message is delivered again. Zero means the subscription's
+	// backoff; limits [0, 1 year].
+	Delay time.Duration
+	// Reason is kept in the attempt history (and the dead letter). At most 1 KiB.
+	Reason string
+}
+
+// Limits and defaults of ConsumerConfig.
+const (
+	DefaultMaxInFlight = subscription.DefaultMaxInFlight
+	MaxMaxInFlight     = subscription.MaxMaxInFlight
+	// MaxFetch is the most deliveries one Fetch returns.
+	MaxFetch = subscription.MaxFetch
+)
+
+// ConsumerConfig configures a consumer.
+type ConsumerConfig struct {
+	// Name identifies the consumer in attempt histories and bounds its in-flight
+	// deliveries. Default "consumer-<n>", unique within the broker.
+	Name string
+	// MaxInFlight caps the deliveries the consumer holds unsettled. Default 100;
+	// limits [1, 10000].
+	MaxInFlight int
+}
+
+// Consumer takes deliveries from one subscription.
+type Consumer interface {
+	// Fetch returns up to max deliveries, waiting until there is at least one or
+	// ctx ends.
+	Fetch(ctx context.Context, max int) ([]Delivery, error)
+	// Ack settles a delivery as done.
+	Ack(ctx context.Context, d Delivery) error
+	// Nack reports a failed delivery; it is retried, or dead-lettered once it has
+	// had the subscription's MaxDeliveries.
+	Nack(ctx context.Context, d Delivery, opts NackOptions) error
+	// Term gives up on a delivery: it goes to the dead-letter stream at once.
+	Term(ctx context.Context, d Delivery, reason string) error
+	// Extend moves the lease deadline to now + by, and returns it.
+	Extend(ctx context.Context, d Delivery, by time.Duration) (time.Time, error)
+	// Close releases the consumer. Unsettled deliveries are redelivered when
+	// their leases expire.
+	Close() error
+}
+
+var consumerSeq atomic.Int64
+
+// NewConsumer opens a consumer on a subscription.
+func (b *Broker) NewConsumer(ctx context.Context, streamName, sub string, cfg ConsumerConfig) (Consumer, error) {
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("consumer-%d", consumerSeq.Add(1))
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if !subscription.ValidName(cfg.Name, subscription.MaxConsumerNameLen) {
+		return nil, invalid("ConsumerConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", cfg.Name, subscription.MaxConsumerNameLen)
+	}
+	if cfg.MaxInFlight < 1 || cfg.MaxInFlight > MaxMaxInFlight {
+		return nil, invalid("ConsumerConfig.MaxInFlight", "%d outside [1, MaxMaxInFlight=%d]", cfg.MaxInFlight, MaxMaxInFlight)
+	}
+	st, err := b.lookupSub(streamName, sub)
+	if err != nil {
+		return nil, err
+	}
+	return &consumer{b: b, stream: streamName, subName: sub, st: st, cfg: cfg}, nil
+}
+
+type consumer struct {
+	b       *Broker
+	stream  string
+	subName string
+	st      *subState
+	cfg     ConsumerConfig
+	closed  atomic.Bool
+}
+
+// wrap names the subscription in an error and tells a closed subscription apart
+// from a deleted one or a closed broker.
+func (c *consumer) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, subscription.ErrClosed) {
+		if _, lerr := c.b.lookupSub(c.stream, c.subName); lerr != nil {
+			err = lerr
+		} else {
+			err = fmt.Errorf("%w: subscription reopened", ErrClosed)
+		}
+	}
+	return fmt.Errorf("sluice: %s on %s/%s: %w", op, c.stream, c.subName, toInvalid(err))
+}
+
+func (c *consumer) Fetch(ctx context.Context, max int) ([]Delivery, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	ds, err := c.st.sub.Fetch(ctx, c.cfg.Name, max, c.cfg.MaxInFlight)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+			return nil, err
+		}
+		return nil, c.wrap("fetch", err)
+	}
+	out := make([]Delivery, len(ds))
+	for i, d := range ds {
+		out[i] = Delivery{
+			Record: Record{Stream: c.stream, Partition: d.Partition, Offset: d.Offset, Time: time.UnixMilli(d.Timestamp),
+				Key: d.Key, Headers: d.Headers, Body: d.Value},
+			Subscription: c.subName, Deliveries: d.Deliveries, Lease: d.Lease, Deadline: d.Deadline,
+		}
+	}
+	return out, nil
+}
+
+func (c *consumer) Ack(ctx context.Context, d Delivery) error {
+	return c.wrap("ack", c.st.sub.Ack(ctx, d.Partition, d.Offset, d.Lease))
+}
+
+func (c *consumer) Nack(ctx context.Context, d Delivery, opts NackOptions) error {
+	var delay *time.Duration
+	if opts.Delay != 0 {
+		delay = &opts.Delay
+	}
+	return c.wrap("nack", c.st.sub.Nack(ctx, d.Partition, d.Offset, d.Lease, delay, opts.Reason))
+}
+
+func (c *consumer) Term(ctx context.Context, d Delivery, reason string) error {
+	return c.wrap("term", c.st.sub.Term(ctx, d.Partition, d.Offset, d.Lease, reason))
+}
+
+func (c *consumer) Extend(ctx context.Context, d Delivery, by time.Duration) (time.Time, error) {
+	t, err := c.st.sub.Extend(d.Partition, d.Offset, d.Lease, by)
+	return t, c.wrap("extend", err)
+}
+
+func (c *consumer) Close() error {
+	c.closed.Store(true)
+	return nil
+}

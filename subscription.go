@@ -1,0 +1,370 @@
+package sluice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/sluicemq/sluice/internal/logstore"
+	"github.com/sluicemq/sluice/internal/subscription"
+	"github.com/sluicemq/sluice/internal/vfs"
+)
+
+// A subscription's files: <stream dir>/subs/<name>/subscription.json (config,
+// written atomically) and its state (package subscription).
+const (
+	subsDir = "subs"
+	subFile = "subscription.json"
+	// DeadLetterSuffix names a subscription's default dead-letter stream:
+	// "<stream>.<subscription>.dlq".
+	DeadLetterSuffix = ".dlq"
+)
+
+// ErrStaleLease is returned when a consumer settles or extends a delivery whose
+// lease it no longer holds: the lease expired and the message went to someone else,
+// or it was already settled.
+var ErrStaleLease = subscription.ErrStaleLease
+
+// ErrSubscriptionNotFound is returned for a subscription that does not exist.
+var ErrSubscriptionNotFound = errors.New("sluice: subscription not found")
+
+// SubscriptionMode says how a subscription shares messages among its consumers.
+type SubscriptionMode = subscription.Mode
+
+// QueueMode: each message goes to one consumer at a time, under a lease.
+const QueueMode = subscription.ModeQueue
+
+// SubscriptionConfig configures a subscription. Zero fields take their defaults.
+type SubscriptionConfig struct {
+	// Name is 1..128 characters of [A-Za-z0-9._-], starting with a letter or digit.
+	Name string `json:"name"`
+	// Mode is how messages are shared among consumers. Default QueueMode.
+	Mode SubscriptionMode `json:"mode"`
+	// StartLatest starts a new subscription after the messages already stored;
+	// by default it starts at the earliest.
+	StartLatest bool `json:"start_latest"`
+	// Lease is how long a delivery is held before it is redelivered, unless
+	// extended. Default 30 s; limits [100 ms, 12 h].
+	Lease time.Duration `json:"lease"`
+	// MaxDeliveries is how many deliveries a message gets before it is
+	// dead-lettered. Default 5; limits [1, 1000].
+	MaxDeliveries int `json:"max_deliveries"`
+	// BackoffInitial and BackoffMax shape the retry delay after a failed delivery:
+	// exponential from BackoffInitial, at most BackoffMax, with jitter. Defaults 1 s
+	// and 5 min; limits [1 ms, 24 h].
+	BackoffInitial time.Duration `json:"backoff_initial"`
+	BackoffMax     time.Duration `json:"backoff_max"`
+	// DeadLetterStream receives the messages the subscription gives up on, with
+	// their attempt history in headers. Default "<stream>.<name>.dlq", created with
+	// the subscription if missing.
+	DeadLetterStream string `json:"dead_letter_stream"`
+}
+
+func (c SubscriptionConfig) internal() subscription.Config {
+	start := subscription.StartEarliest
+	if c.StartLatest {
+		start = subscription.StartLatest
+	}
+	return subscription.Config{Name: c.Name, Mode: c.Mode, Start: start, Lease: c.Lease,
+		MaxDeliveries: c.MaxDeliveries, BackoffInitial: c.BackoffInitial, BackoffMax: c.BackoffMax}
+}
+
+func (c SubscriptionConfig) withDefaults(stream string) SubscriptionConfig {
+	d := c.internal().WithDefaults()
+	c.Mode, c.Lease, c.MaxDeliveries, c.BackoffInitial, c.BackoffMax = d.Mode, d.Lease, d.MaxDeliveries, d.BackoffInitial, d.BackoffMax
+	if c.DeadLetterStream == "" {
+		c.DeadLetterStream = stream + "." + c.Name + DeadLetterSuffix
+	}
+	return c
+}
+
+func (c SubscriptionConfig) validate(stream string) error {
+	if err := c.internal().Validate(); err != nil {
+		return toInvalid(err)
+	}
+	d := c.withDefaults(stream)
+	if !validName(d.DeadLetterStream) {
+		return invalid("SubscriptionConfig.DeadLetterStream", "%q must be a valid stream name of at most %d characters", d.DeadLetterStream, MaxStreamNameLen)
+	}
+	if d.DeadLetterStream == stream {
+		return invalid("SubscriptionConfig.DeadLetterStream", "cannot be the subscribed stream %q", stream)
+	}
+	return nil
+}
+
+// toInvalid turns the engine's field errors into *InvalidError.
+func toInvalid(err error) error {
+	var fe *subscription.FieldError
+	if errors.As(err, &fe) {
+		return &InvalidError{Field: fe.Field, Reason: fe.Reason}
+	}
+	return err
+}
+
+// SubscriptionInfo describes a subscription and its progress.
+type SubscriptionInfo struct {
+	Stream string             `json:"stream"`
+	Config SubscriptionConfig `json:"config"`
+	// Backlog is the number of messages not yet done (acknowledged or
+	// dead-lettered), InFlight those under a lease, Waiting those waiting for a
+	// retry after a failed delivery.
+	Backlog      int64                   `json:"backlog"`
+	InFlight     int                     `json:"in_flight"`
+	Waiting      int                     `json:"waiting"`
+	DeadLettered int64                   `json:"dead_lettered"`
+	Partitions   []SubscriptionPartition `json:"partitions"`
+}
+
+// SubscriptionPartition is a subscription's position in one partition.
+type SubscriptionPartition struct {
+	ID int `json:"id"`
+	// Floor: every offset below it is done. Next: the next offset never delivered.
+	Floor   int64 `json:"floor"`
+	Next    int64 `json:"next"`
+	Backlog int64 `json:"backlog"`
+}
+
+// subState is an open subscription with its config.
+type subState struct {
+	cfg SubscriptionConfig
+	sub *subscription.Sub
+}
+
+func (s *stream) subDir(name string) string { return filepath.Join(s.dir, subsDir, name) }
+
+// openSubscriptions opens every subscription of a stream being opened.
+func (b *Broker) openSubscriptions(s *stream) error {
+	root := filepath.Join(s.dir, subsDir)
+	if !b.fs.Exists(root) {
+		return nil
+	}
+	names, err := b.fs.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		data, err := b.fs.ReadFile(filepath.Join(root, n, subFile))
+		if err != nil {
+			// Its creation never completed.
+			b.opts.Logger.Warn("sluice: removing incomplete subscription", "stream", s.cfg.Name, "subscription", n, "reason", err)
+			if err := b.fs.RemoveAll(filepath.Join(root, n)); err != nil {
+				return err
+			}
+			continue
+		}
+		var cfg SubscriptionConfig
+		if err := json.Unmarshal(data, &cfg); err != nil {
+			return fmt.Errorf("subscription %s: %w", n, err)
+		}
+		if err := cfg.validate(s.cfg.Name); err != nil || cfg.Name != n {
+			return fmt.Errorf("subscription %s: bad config %s: %v", n, subFile, err)
+		}
+		sub, err := b.openSub(s, cfg)
+		if err != nil {
+			return err
+		}
+		s.subs[n] = &subState{cfg: cfg, sub: sub}
+	}
+	return nil
+}
+
+func (b *Broker) openSub(s *stream, cfg SubscriptionConfig) (*subscription.Sub, error) {
+	source := s.cfg.Name
+	return subscription.Open(subscription.Options{
+		Config:     cfg.internal(),
+		Dir:        s.subDir(cfg.Name),
+		FS:         b.fs,
+		Partitions: func() []logstore.Log { return *s.partsV.Load() },
+		DeadLetter: func(ctx context.Context, m subscription.DeadMessage) error {
+			return b.deadLetter(ctx, source, cfg, m)
+		},
+		Now:    b.opts.now,
+		Logger: b.opts.Logger.With("stream", source, "subscription", cfg.Name),
+	})
+}
+
+// Headers a dead letter carries besides the original message's own.
+const (
+	HeaderDLQStream       = "sluice-dlq-stream"
+	HeaderDLQPartition    = "sluice-dlq-partition"
+	HeaderDLQOffset       = "sluice-dlq-offset"
+	HeaderDLQSubscription = "sluice-dlq-subscription"
+	HeaderDLQDeliveries   = "sluice-dlq-deliveries"
+	HeaderDLQReason       = "sluice-dlq-reason"
+	HeaderDLQFirstFailure = "sluice-dlq-first-failure"
+	HeaderDLQLastFailure  = "sluice-dlq-last-failure"
+	// HeaderDLQAttempts is a JSON array of {"at" (unix ms), "consumer", "error"}.
+	HeaderDLQAttempts = "sluice-dlq-attempts"
+)
+
+// deadLetter publishes m to the subscription's dead-letter stream.
+func (b *Broker) deadLetter(ctx context.Context, source string, cfg SubscriptionConfig, m subscription.DeadMessage) error {
+	attempts, err := json.Marshal(m.Attempts)
+	if err != nil {
+		return err
+	}
+	hdrs := append([]Header(nil), m.Headers...)
+	if len(hdrs) > MaxHeaders-9 {
+		hdrs = hdrs[:MaxHeaders-9] // room for ours; the rest would not fit the limit
+	}
+	add := func(k, v string) { hdrs = append(hdrs, Header{Key: k, Value: []byte(v)}) }
+	add(HeaderDLQStream, source)
+	add(HeaderDLQPartition, strconv.Itoa(m.Partition))
+	add(HeaderDLQOffset, strconv.FormatInt(m.Offset, 10))
+	add(HeaderDLQSubscription, cfg.Name)
+	add(HeaderDLQDeliveries, strconv.Itoa(m.Deliveries))
+	add(HeaderDLQReason, m.Reason)
+	if n := len(m.Attempts); n > 0 {
+		add(HeaderDLQFirstFailure, time.UnixMilli(m.Attempts[0].At).UTC().Format(time.RFC3339Nano))
+		add(HeaderDLQLastFailure, time.UnixMilli(m.Attempts[n-1].At).UTC().Format(time.RFC3339Nano))
+	}
+	hdrs = append(hdrs, Header{Key: HeaderDLQAttempts, Value: attempts})
+	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Time: time.UnixMilli(m.Timestamp)}
+	_, err = b.Publish(ctx, cfg.DeadLetterStream, msg)
+	return err
+}
+
+func (s *stream) closeSubs() error {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	var errs []error
+	for n, st := range s.subs {
+		if err := st.sub.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("subscription %s: %w", n, err))
+		}
+	}
+	clear(s.subs)
+	return errors.Join(errs...)
+}
+
+// CreateSubscription creates a durable subscription on a stream, and its
+// dead-letter stream if that does not exist.
+func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg SubscriptionConfig) (SubscriptionInfo, error) {
+	if err := cfg.validate(streamName); err != nil {
+		return SubscriptionInfo{}, err
+	}
+	cfg = cfg.withDefaults(streamName)
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: cfg.DeadLetterStream}); err != nil && !errors.Is(err, ErrStreamExists) {
+		return SubscriptionInfo{}, fmt.Errorf("sluice: create dead-letter stream: %w", err)
+	}
+	s, release, err := b.acquire(streamName)
+	if err != nil {
+		return SubscriptionInfo{}, err
+	}
+	defer release()
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if _, ok := s.subs[cfg.Name]; ok {
+		return SubscriptionInfo{}, fmt.Errorf("%w: subscription %q on %q", ErrStreamExists, cfg.Name, streamName)
+	}
+	dir := s.subDir(cfg.Name)
+	data, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return SubscriptionInfo{}, err
+	}
+	if err := b.fs.MkdirAll(dir); err != nil {
+		return SubscriptionInfo{}, err
+	}
+	for _, d := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir)} {
+		if err := b.fs.SyncDir(d); err != nil {
+			return SubscriptionInfo{}, err
+		}
+	}
+	// The state first, config last: a subscription exists once its config does.
+	sub, err := b.openSub(s, cfg)
+	if err != nil {
+		return SubscriptionInfo{}, toInvalid(err)
+	}
+	if err := vfs.WriteFileAtomic(b.fs, filepath.Join(dir, subFile), append(data, '\n')); err != nil {
+		sub.Close()
+		return SubscriptionInfo{}, fmt.Errorf("sluice: create subscription: %w", err)
+	}
+	st := &subState{cfg: cfg, sub: sub}
+	s.subs[cfg.Name] = st
+	return st.info(streamName), nil
+}
+
+// DeleteSubscription deletes a subscription and its state. Its dead-letter stream
+// stays.
+func (b *Broker) DeleteSubscription(ctx context.Context, streamName, name string) error {
+	s, release, err := b.acquire(streamName)
+	if err != nil {
+		return err
+	}
+	defer release()
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	st, ok := s.subs[name]
+	if !ok {
+		return fmt.Errorf("%w: %q on %q", ErrSubscriptionNotFound, name, streamName)
+	}
+	delete(s.subs, name)
+	if err := st.sub.Close(); err != nil {
+		b.opts.Logger.Warn("sluice: closing deleted subscription", "subscription", name, "error", err)
+	}
+	dir := s.subDir(name)
+	// Without its config the subscription is gone, even if a crash stops the rest.
+	if err := b.fs.Remove(filepath.Join(dir, subFile)); err != nil {
+		return err
+	}
+	if err := b.fs.SyncDir(dir); err != nil {
+		return err
+	}
+	return b.fs.RemoveAll(dir)
+}
+
+// ListSubscriptions lists a stream's subscriptions, sorted by name.
+func (b *Broker) ListSubscriptions(ctx context.Context, streamName string) ([]SubscriptionInfo, error) {
+	s, release, err := b.acquire(streamName)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	out := make([]SubscriptionInfo, 0, len(s.subs))
+	for _, st := range s.subs {
+		out = append(out, st.info(streamName))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Config.Name < out[j].Config.Name })
+	return out, nil
+}
+
+// Subscription describes one subscription.
+func (b *Broker) Subscription(ctx context.Context, streamName, name string) (SubscriptionInfo, error) {
+	st, err := b.lookupSub(streamName, name)
+	if err != nil {
+		return SubscriptionInfo{}, err
+	}
+	return st.info(streamName), nil
+}
+
+func (b *Broker) lookupSub(streamName, name string) (*subState, error) {
+	s, release, err := b.acquire(streamName)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	st, ok := s.subs[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q on %q", ErrSubscriptionNotFound, name, streamName)
+	}
+	return st, nil
+}
+
+func (st *subState) info(stream string) SubscriptionInfo {
+	in := st.sub.Info()
+	out := SubscriptionInfo{Stream: stream, Config: st.cfg, Backlog: in.Backlog, InFlight: in.InFlight,
+		Waiting: in.Waiting, DeadLettered: in.DeadLettered}
+	for i, p := range in.Partitions {
+		out.Partitions = append(out.Partitions, SubscriptionPartition{ID: i, Floor: p.Floor, Next: p.Next, Backlog: p.Backlog})
+	}
+	return out
+}

@@ -1,0 +1,186 @@
+package sluice
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"context"
+)
+
+// testClock is a fake clock for lease and backoff times.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func openWithClock(t *testing.T, dir string, clk *testClock) *Broker {
+	t.Helper()
+	b, err := Open(dir, &Options{now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fetchSoon fetches without waiting long; an empty result means nothing is due.
+func fetchSoon(t *testing.T, c Consumer, max int) []Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	ds, err := c.Fetch(ctx, max)
+	if err != nil && ctx.Err() == nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+func TestWorkQueueEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	clk := &testClock{t: time.UnixMilli(1_700_000_000_000)}
+	ctx := context.Background()
+	b := openWithClock(t, dir, clk)
+	defer func() { b.Close() }()
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "emails", Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateSubscription(ctx, "emails", SubscriptionConfig{Name: "senders", MaxDeliveries: 2,
+		BackoffInitial: time.Second, BackoffMax: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		body := fmt.Sprintf("mail %d", i)
+		if i == 7 {
+			body = "poison"
+		}
+		if _, err := b.Publish(ctx, "emails", Message{Key: []byte(strconv.Itoa(i)), Body: []byte(body),
+			Headers: []Header{{Key: "to", Value: []byte("x@example.com")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := b.NewConsumer(ctx, "emails", "senders", ConsumerConfig{Name: "worker-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string]bool{}
+	for round := range 4 {
+		for _, d := range fetchSoon(t, c, 100) {
+			if string(d.Body) == "poison" {
+				if err := c.Nack(ctx, d, NackOptions{Reason: "smtp 550"}); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			sent[string(d.Body)] = true
+			if err := c.Ack(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 1 { // a restart in the middle loses nothing and redoes nothing
+			b.Close()
+			b = openWithClock(t, dir, clk)
+			if c, err = b.NewConsumer(ctx, "emails", "senders", ConsumerConfig{Name: "worker-1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.advance(2 * time.Second)
+	}
+	if len(sent) != 19 {
+		t.Fatalf("sent %d distinct mails, want 19", len(sent))
+	}
+	info, err := b.Subscription(ctx, "emails", "senders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Backlog != 0 || info.DeadLettered != 1 {
+		t.Fatalf("subscription: %+v", info)
+	}
+	// The dead letter keeps the message, its headers and its history.
+	r, err := b.NewReader(ctx, "emails.senders.dlq", ReaderConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{}
+	for _, kv := range rec.Headers {
+		h[kv.Key] = string(kv.Value)
+	}
+	var attempts []struct{ Consumer, Error string }
+	if err := json.Unmarshal([]byte(h[HeaderDLQAttempts]), &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if string(rec.Body) != "poison" || string(rec.Key) != "7" || h["to"] != "x@example.com" || h[HeaderDLQStream] != "emails" ||
+		h[HeaderDLQSubscription] != "senders" || h[HeaderDLQDeliveries] != "2" || len(attempts) != 2 ||
+		attempts[1].Error != "smtp 550" || attempts[1].Consumer != "worker-1" {
+		t.Fatalf("dead letter %q headers %v attempts %+v", rec.Body, h, attempts)
+	}
+}
+
+func TestSubscriptionLifecycleAndErrors(t *testing.T) {
+	f := setup(t)
+	f.create(StreamConfig{Name: "s"})
+	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a", Lease: time.Nanosecond}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("tiny lease: %v", err)
+	}
+	if _, err := f.b.CreateSubscription(f.ctx, "nope", SubscriptionConfig{Name: "a"}); !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("missing stream: %v", err)
+	}
+	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a"}); !errors.Is(err, ErrStreamExists) {
+		t.Fatalf("duplicate subscription: %v", err)
+	}
+	if _, err := f.b.NewConsumer(f.ctx, "s", "a", ConsumerConfig{MaxInFlight: MaxMaxInFlight + 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("in-flight cap over the limit: %v", err)
+	}
+	c, err := f.b.NewConsumer(f.ctx, "s", "a", ConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Fetch(f.ctx, MaxFetch+1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("fetch over MaxFetch: %v", err)
+	}
+	f.reopen()
+	list, err := f.b.ListSubscriptions(f.ctx, "s")
+	if err != nil || len(list) != 1 || list[0].Config.Name != "a" || list[0].Config.DeadLetterStream != "s.a.dlq" {
+		t.Fatalf("after reopen: %+v, %v", list, err)
+	}
+	// A consumer blocked in Fetch ends when its subscription is deleted.
+	c, _ = f.b.NewConsumer(f.ctx, "s", "a", ConsumerConfig{})
+	done := make(chan error, 1)
+	go func() { _, err := c.Fetch(f.ctx, 1); done <- err }()
+	time.Sleep(10 * time.Millisecond) // let it block; the outcome does not depend on it
+	if err := f.b.DeleteSubscription(f.ctx, "s", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, ErrSubscriptionNotFound) {
+		t.Fatalf("fetch on a deleted subscription: %v", err)
+	}
+	f.reopen()
+	if list, _ := f.b.ListSubscriptions(f.ctx, "s"); len(list) != 0 {
+		t.Fatalf("deleted subscription came back: %+v", list)
+	}
+	if _, err := f.b.Stream(f.ctx, "s.a.dlq"); err != nil {
+		t.Fatalf("the dead-letter stream stays: %v", err)
+	}
+}
