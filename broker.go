@@ -38,7 +38,7 @@ type Broker struct {
 	streams  map[string]*stream
 	deleting map[string]bool // names whose deletion is in progress
 	closed   bool
-	delSeq  atomic.Int64
+	delSeq   atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
