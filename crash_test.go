@@ -26,9 +26,10 @@ import (
 // acknowledged message is there.
 
 const (
-	crashDirEnv = "SLUICE_CRASH_CHILD_DIR"
-	crashRunEnv = "SLUICE_CRASH_CHILD_RUN"
-	crashStream = "crash"
+	crashDirEnv  = "SLUICE_CRASH_CHILD_DIR"
+	crashRunEnv  = "SLUICE_CRASH_CHILD_RUN"
+	crashModeEnv = "SLUICE_CRASH_CHILD_MODE"
+	crashStream  = "crash"
 )
 
 // crashBody is the body of message id: the id, then bytes derived from it, so that a
@@ -61,6 +62,9 @@ func crashChild() bool {
 		return false
 	}
 	run := os.Getenv(crashRunEnv)
+	if os.Getenv(crashModeEnv) == "consume" {
+		consumeChild(dir, run)
+	}
 	b, err := Open(dir, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
@@ -129,12 +133,33 @@ func TestCrashKill9KeepsAcknowledgedMessages(t *testing.T) {
 	}
 }
 
-// runAndKill starts a publishing child, kills it after d (counted from its first
-// output) and records what it acknowledged.
+// runAndKill starts a publishing child, kills it after d and records what it
+// acknowledged.
 func runAndKill(t *testing.T, dir string, run int, d time.Duration, acked map[Position]string) int {
 	t.Helper()
+	n := 0
+	runChild(t, dir, "publish", run, d, func(l string) {
+		var p Position
+		var id string
+		if _, err := fmt.Sscanf(l, "%d %d %s", &p.Partition, &p.Offset, &id); err != nil {
+			t.Fatalf("child wrote %q: %v", l, err)
+		}
+		if prev, ok := acked[p]; ok {
+			t.Fatalf("position %+v acknowledged twice: %s and %s", p, prev, id)
+		}
+		acked[p] = id
+		n++
+	})
+	return n
+}
+
+// runChild starts this test binary as a child in the given mode on dir, kills it
+// with SIGKILL d after it reports ready, and passes every line it printed to
+// onLine.
+func runChild(t *testing.T, dir, mode string, run int, d time.Duration, onLine func(string)) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashRunEnv+"="+strconv.Itoa(run))
+	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashRunEnv+"="+strconv.Itoa(run), crashModeEnv+"="+mode)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -151,7 +176,6 @@ func runAndKill(t *testing.T, dir string, run int, d time.Duration, acked map[Po
 	}
 	timer := time.AfterFunc(d, func() { cmd.Process.Signal(syscall.SIGKILL) })
 	defer timer.Stop()
-	n := 0
 	for {
 		l, err := lines.ReadString('\n')
 		if err == io.EOF {
@@ -160,22 +184,12 @@ func runAndKill(t *testing.T, dir string, run int, d time.Duration, acked map[Po
 		if err != nil {
 			t.Fatal(err)
 		}
-		var p Position
-		var id string
-		if _, err := fmt.Sscanf(strings.TrimSpace(l), "%d %d %s", &p.Partition, &p.Offset, &id); err != nil {
-			t.Fatalf("child wrote %q: %v", l, err)
-		}
-		if prev, ok := acked[p]; ok {
-			t.Fatalf("position %+v acknowledged twice: %s and %s", p, prev, id)
-		}
-		acked[p] = id
-		n++
+		onLine(strings.TrimSpace(l))
 	}
 	err = cmd.Wait()
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("child ended without SIGKILL: %v", err)
 	}
-	return n
 }
 
 // verifyCrashDir reopens dir and checks every acknowledged message, the density of
