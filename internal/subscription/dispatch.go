@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/sluicemq/sluice/internal/batch"
@@ -66,9 +67,13 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 				if r.Offset < next {
 					return true
 				}
+				next = r.Offset + 1
+				if at, ok := deliverAt(r); ok && at > ms(now) {
+					evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at})
+					return true
+				}
 				out = append(out, delivery(i, r, 1))
 				evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now)})
-				next = r.Offset + 1
 				return len(out) < room
 			})
 			if err != nil {
@@ -81,11 +86,16 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 		}
 	}
 	s.rr++
-	if len(out) == 0 {
-		return nil, nil
-	}
 	if err := s.journalLocked(ctx, evs...); err != nil {
 		return nil, err
+	}
+	for _, e := range evs {
+		if e.kind == evDelay {
+			s.state[e.partition].retry.push(timeItem{at: e.notBefore, partition: e.partition, offset: e.offset})
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
 	}
 	deadline := now.Add(s.cfg.Lease)
 	for k := range out {
@@ -98,6 +108,42 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 	}
 	s.inflight[consumer] += len(out)
 	return out, nil
+}
+
+// DeliverAtHeader holds the time (decimal unix milliseconds) before which a message
+// is not delivered.
+const DeliverAtHeader = "sluice-deliver-at"
+
+// deliverAt returns a record's deliver-at time, if it has a valid one.
+func deliverAt(r *batch.Record) (int64, bool) {
+	for _, h := range r.Headers {
+		if h.Key == DeliverAtHeader {
+			v, err := strconv.ParseInt(string(h.Value), 10, 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// Seek moves the subscription in partition part to offset off (clamped to what
+// the log holds): everything before is done, everything from it on is delivered
+// anew. Deliveries in flight in that partition lose their leases.
+func (s *Sub) Seek(ctx context.Context, part int, off int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	parts := s.parts()
+	if part < 0 || part >= len(parts) {
+		return fieldErr("partition", "%d outside [0, %d)", part, len(parts))
+	}
+	off = min(max(off, parts[part].StartOffset()), parts[part].HighWatermark())
+	if err := s.journalLocked(ctx, event{kind: evSeek, partition: part, offset: off}); err != nil {
+		return err
+	}
+	s.broadcastLocked()
+	return nil
 }
 
 func delivery(part int, r *batch.Record, deliveries int) Delivery {

@@ -33,6 +33,14 @@
 //	kind=2 ack      partition, offset
 //	kind=3 retry    partition, offset, not-before unix ms, unix ms, consumer, reason
 //	kind=4 dead     partition, offset
+//	kind=5 delay    partition, offset, not-before unix ms
+//	kind=6 seek     partition, offset
+//
+// A message whose DeliverAtHeader holds a time in the future is not delivered when
+// the cursor reaches it: it becomes pending with no delivery and a not-before time
+// (a delay event), and is delivered once due, like a retry. Nack-with-delay uses
+// the same mechanism. Delayed messages cost memory while they wait (one pending
+// entry each).
 //
 // Strings are length-prefixed and bounded (MaxReasonBytes, MaxConsumerNameLen).
 package subscription

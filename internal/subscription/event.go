@@ -13,6 +13,8 @@ const (
 	evAck     eventKind = 2
 	evRetry   eventKind = 3
 	evDead    eventKind = 4
+	evDelay   eventKind = 5 // a new message held back until its deliver-at time
+	evSeek    eventKind = 6 // the partition restarts at offset: floor = next = offset
 )
 
 // event is one journaled state change.
@@ -21,7 +23,7 @@ type event struct {
 	partition  int
 	offset     int64
 	deliveries int    // evDeliver
-	notBefore  int64  // evRetry: unix ms
+	notBefore  int64  // evRetry, evDelay: unix ms
 	at         int64  // evDeliver, evRetry: unix ms
 	consumer   string // evRetry
 	reason     string // evRetry
@@ -45,6 +47,8 @@ func (e *event) append(b []byte) []byte {
 		b = binary.AppendVarint(b, e.at)
 		b = appendString(b, e.consumer)
 		b = appendString(b, e.reason)
+	case evDelay:
+		b = binary.AppendVarint(b, e.notBefore)
 	}
 	return b
 }
@@ -117,7 +121,9 @@ func decodeEvent(b []byte) (event, error) {
 		e.at = d.varint("time")
 		e.consumer = d.str(MaxConsumerNameLen, "consumer")
 		e.reason = d.str(MaxReasonBytes, "reason")
-	case evAck, evDead:
+	case evDelay:
+		e.notBefore = d.varint("not-before")
+	case evAck, evDead, evSeek:
 	default:
 		return event{}, fmt.Errorf("%w: kind %d", errBadEvent, e.kind)
 	}

@@ -244,6 +244,7 @@ type PartitionInfo struct {
 	Backlog  int64 // messages not yet done: pending plus never delivered
 	InFlight int
 	Waiting  int // failed deliveries waiting for their retry
+	Delayed  int // messages not yet delivered because their deliver-at time is ahead
 }
 
 // Info describes a subscription.
@@ -253,7 +254,12 @@ type Info struct {
 	Backlog      int64
 	InFlight     int
 	Waiting      int
+	Delayed      int
 	DeadLettered int64
+	// NextDue is when the next waiting or delayed message becomes due (unix ms;
+	// it may be past). HasNextDue is false when none waits.
+	NextDue    int64
+	HasNextDue bool
 }
 
 // Info returns the subscription's positions and counters.
@@ -267,16 +273,24 @@ func (s *Sub) Info() Info {
 		pi := PartitionInfo{Floor: ps.floor, Next: ps.next}
 		pi.Backlog = max(0, log.HighWatermark()-ps.next) + int64(len(ps.pend))
 		for _, pd := range ps.pend {
-			if pd.lease != 0 {
+			switch {
+			case pd.lease != 0:
 				pi.InFlight++
-			} else {
+				continue
+			case pd.Deliveries == 0:
+				pi.Delayed++
+			default:
 				pi.Waiting++
+			}
+			if !info.HasNextDue || pd.NotBefore < info.NextDue {
+				info.NextDue, info.HasNextDue = pd.NotBefore, true
 			}
 		}
 		info.Partitions = append(info.Partitions, pi)
 		info.Backlog += pi.Backlog
 		info.InFlight += pi.InFlight
 		info.Waiting += pi.Waiting
+		info.Delayed += pi.Delayed
 	}
 	return info
 }

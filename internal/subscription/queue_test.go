@@ -3,6 +3,7 @@ package subscription
 import (
 	"errors"
 	"fmt"
+	"github.com/sluicemq/sluice/internal/batch"
 	"os"
 	"path/filepath"
 	"slices"
@@ -353,5 +354,67 @@ func TestFetchArgumentsAreChecked(t *testing.T) {
 	}
 	if err := (Config{Name: "x", Lease: time.Nanosecond}).Validate(); err == nil {
 		t.Error("a 1 ns lease was accepted")
+	}
+}
+
+func TestDelayedMessagesBecomeVisibleOnTimeAndSurviveRestart(t *testing.T) {
+	e := newEnv(t, 1, Config{Name: "work"})
+	now := e.clk.now()
+	for i, d := range []time.Duration{0, time.Hour, 90 * 24 * time.Hour, time.Minute} {
+		b := batch.Append(nil, []batch.Record{{Timestamp: now.UnixMilli(), Value: []byte(fmt.Sprint(i)),
+			Headers: []batch.RecordHeader{{Key: DeliverAtHeader, Value: []byte(fmt.Sprint(now.Add(d).UnixMilli()))}}}})
+		if _, err := e.parts[0].Append(e.ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := e.fetch("w", 10)
+	if got := values(first); !slices.Equal(got, []string{"0"}) {
+		t.Fatalf("at publish time: %v", got)
+	}
+	e.ack(first[0])
+	info := e.sub.Info()
+	if info.Delayed != 3 || !info.HasNextDue || info.NextDue != now.Add(time.Minute).UnixMilli() {
+		t.Fatalf("info: %+v", info)
+	}
+	e.kill()
+	e.clk.advance(time.Minute)
+	due := e.fetch("w", 10)
+	if got := values(due); !slices.Equal(got, []string{"3"}) {
+		t.Fatalf("after a minute: %v", got)
+	}
+	e.ack(due[0])
+	e.restart()
+	e.clk.advance(time.Hour)
+	if got := values(e.fetch("w", 10)); !slices.Equal(got, []string{"1"}) {
+		t.Fatalf("after an hour: %v", got)
+	}
+	e.clk.advance(90 * 24 * time.Hour)
+	got := e.fetch("w", 10)
+	if !slices.Equal(values(got), []string{"2"}) || got[0].Deliveries != 1 {
+		t.Fatalf("after 90 days: %+v", got)
+	}
+}
+
+func TestSeekRestartsAPartition(t *testing.T) {
+	e := newEnv(t, 1, Config{Name: "work"})
+	for i := range 10 {
+		e.publish(0, fmt.Sprint(i))
+	}
+	held := e.fetch("w", 3) // 0, 1, 2 in flight
+	if err := e.sub.Seek(e.ctx, 0, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sub.Ack(e.ctx, 0, held[0].Offset, held[0].Lease); !errors.Is(err, ErrStaleLease) {
+		t.Fatalf("ack of a delivery from before the seek: %v", err)
+	}
+	if got := values(e.fetch("w", 10)); !slices.Equal(got, []string{"7", "8", "9"}) {
+		t.Fatalf("after seek to 7: %v", got)
+	}
+	e.kill()
+	if err := e.sub.Seek(e.ctx, 0, -100); err != nil { // clamped to the start
+		t.Fatal(err)
+	}
+	if got := e.fetch("w", 100); len(got) != 10 {
+		t.Fatalf("after seek to the start: %v", values(got))
 	}
 }

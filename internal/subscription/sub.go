@@ -228,6 +228,18 @@ func (s *Sub) apply(e event) {
 			pd.NotBefore = e.notBefore
 			pd.addAttempt(Attempt{At: e.at, Consumer: e.consumer, Error: e.reason}, s.cfg.MaxDeliveries)
 		}
+	case evDelay:
+		if e.offset >= ps.next {
+			ps.next = e.offset + 1
+		}
+		ps.pend[e.offset] = &pending{Offset: e.offset, NotBefore: e.notBefore}
+	case evSeek:
+		for _, pd := range ps.pend {
+			s.releaseLocked(pd)
+		}
+		clear(ps.pend)
+		ps.retry = nil
+		ps.floor, ps.next = e.offset, e.offset
 	case evAck, evDead:
 		delete(ps.pend, e.offset)
 		if e.kind == evDead {
