@@ -31,6 +31,8 @@ type Client interface {
 	ListSubscriptions(ctx context.Context, stream string) ([]SubscriptionInfo, error)
 	// Subscription describes one subscription and its progress.
 	Subscription(ctx context.Context, stream, name string) (SubscriptionInfo, error)
+	// SeekSubscription moves a subscription to a position in every partition.
+	SeekSubscription(ctx context.Context, stream, name string, to StartAt) error
 	// NewConsumer opens a consumer on a subscription.
 	NewConsumer(ctx context.Context, stream, subscription string, cfg ConsumerConfig) (Consumer, error)
 	// Close releases the client (for *Broker: stops the broker).

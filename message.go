@@ -1,9 +1,11 @@
 package sluice
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/sluicemq/sluice/internal/batch"
+	"github.com/sluicemq/sluice/internal/subscription"
 )
 
 // Limits on messages. Each is checked on publish and named in the error.
@@ -38,7 +40,18 @@ type Message struct {
 	// Partition, when set, sends the message to that partition instead of the one
 	// its key (or round-robin, without a key) would choose. See ToPartition.
 	Partition *int
+	// DeliverAt, when set and in the future, keeps the message from subscriptions'
+	// consumers until that time (readers see it at once). Any horizon up to
+	// MaxDeliverAhead; stored as the DeliverAtHeader header.
+	DeliverAt time.Time
 }
+
+// DeliverAtHeader is the header that carries Message.DeliverAt (decimal unix
+// milliseconds). Set DeliverAt rather than the header.
+const DeliverAtHeader = subscription.DeliverAtHeader
+
+// MaxDeliverAhead bounds how far in the future Message.DeliverAt may be.
+const MaxDeliverAhead = 10 * 366 * 24 * time.Hour
 
 // ToPartition returns a value for Message.Partition.
 func ToPartition(n int) *int { return &n }
@@ -72,7 +85,7 @@ func (m *Message) size() int {
 	return n
 }
 
-func (m *Message) validate(field string, maxBytes int) error {
+func (m *Message) validate(field string, maxBytes int, now time.Time) error {
 	switch {
 	case len(m.Key) > MaxKeyBytes:
 		return invalid(field+".Key", "%d bytes, limit MaxKeyBytes=%d", len(m.Key), MaxKeyBytes)
@@ -85,6 +98,23 @@ func (m *Message) validate(field string, maxBytes int) error {
 		if h.Key == "" || len(h.Key) > MaxHeaderKeyBytes {
 			return invalid(field+".Headers", "header %d key is %d bytes, must be 1..MaxHeaderKeyBytes=%d", i, len(h.Key), MaxHeaderKeyBytes)
 		}
+		if h.Key == DeliverAtHeader {
+			return invalid(field+".Headers", "header %q is reserved; set DeliverAt instead", DeliverAtHeader)
+		}
+	}
+	if !m.DeliverAt.IsZero() && m.DeliverAt.After(now.Add(MaxDeliverAhead)) {
+		return invalid(field+".DeliverAt", "%v is more than MaxDeliverAhead=%v ahead", m.DeliverAt, MaxDeliverAhead)
 	}
 	return nil
+}
+
+// headers returns the headers to store: the message's own, plus DeliverAtHeader
+// when DeliverAt is set.
+func (m *Message) headers() []Header {
+	if m.DeliverAt.IsZero() {
+		return m.Headers
+	}
+	h := append(m.Headers[:len(m.Headers):len(m.Headers)], Header{Key: DeliverAtHeader,
+		Value: strconv.AppendInt(nil, m.DeliverAt.UnixMilli(), 10)})
+	return h
 }

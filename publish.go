@@ -39,7 +39,7 @@ func toRecord(m *Message, now time.Time) batch.Record {
 	if t.IsZero() {
 		t = now
 	}
-	return batch.Record{Timestamp: t.UnixMilli(), Key: m.Key, Value: m.Body, Headers: m.Headers}
+	return batch.Record{Timestamp: t.UnixMilli(), Key: m.Key, Value: m.Body, Headers: m.headers()}
 }
 
 // Publish stores msg and returns its partition and offset once it is durable under
@@ -50,7 +50,8 @@ func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Positio
 		return Position{}, err
 	}
 	defer release()
-	if err := msg.validate("Message", s.cfg.MaxMessageBytes); err != nil {
+	now := b.opts.now()
+	if err := msg.validate("Message", s.cfg.MaxMessageBytes, now); err != nil {
 		return Position{}, err
 	}
 	part, err := s.partitionFor(&msg, "Message")
@@ -58,7 +59,7 @@ func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Positio
 		return Position{}, err
 	}
 	e := encoderPool.Get().(*encoder)
-	e.recs = append(e.recs[:0], toRecord(&msg, b.opts.now()))
+	e.recs = append(e.recs[:0], toRecord(&msg, now))
 	e.buf = batch.Append(e.buf[:0], e.recs)
 	clear(e.recs)
 	off, err := s.parts[part].Append(ctx, e.buf)
@@ -90,11 +91,12 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	}
 	defer release()
 	total := 0
+	now := b.opts.now()
 	pos := make([]Position, len(msgs))
 	byPart := map[int][]int{}
 	for i := range msgs {
 		field := fmt.Sprintf("msgs[%d]", i)
-		if err := msgs[i].validate(field, s.cfg.MaxMessageBytes); err != nil {
+		if err := msgs[i].validate(field, s.cfg.MaxMessageBytes, now); err != nil {
 			return nil, err
 		}
 		total += msgs[i].size()
@@ -108,7 +110,6 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 		pos[i] = Position{Partition: p, Offset: -1}
 		byPart[p] = append(byPart[p], i)
 	}
-	now := b.opts.now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error

@@ -113,9 +113,13 @@ type SubscriptionInfo struct {
 	// Backlog is the number of messages not yet done (acknowledged or
 	// dead-lettered), InFlight those under a lease, Waiting those waiting for a
 	// retry after a failed delivery.
-	Backlog      int64                   `json:"backlog"`
-	InFlight     int                     `json:"in_flight"`
-	Waiting      int                     `json:"waiting"`
+	Backlog  int64 `json:"backlog"`
+	InFlight int   `json:"in_flight"`
+	Waiting  int   `json:"waiting"`
+	// Delayed counts messages held back until their DeliverAt time; NextDue is
+	// when the next waiting or delayed message is due (zero when none waits).
+	Delayed      int                     `json:"delayed"`
+	NextDue      time.Time               `json:"next_due"`
 	DeadLettered int64                   `json:"dead_lettered"`
 	Partitions   []SubscriptionPartition `json:"partitions"`
 }
@@ -362,9 +366,48 @@ func (b *Broker) lookupSub(streamName, name string) (*subState, error) {
 func (st *subState) info(stream string) SubscriptionInfo {
 	in := st.sub.Info()
 	out := SubscriptionInfo{Stream: stream, Config: st.cfg, Backlog: in.Backlog, InFlight: in.InFlight,
-		Waiting: in.Waiting, DeadLettered: in.DeadLettered}
+		Waiting: in.Waiting, Delayed: in.Delayed, DeadLettered: in.DeadLettered}
+	if in.HasNextDue {
+		out.NextDue = time.UnixMilli(in.NextDue)
+	}
 	for i, p := range in.Partitions {
 		out.Partitions = append(out.Partitions, SubscriptionPartition{ID: i, Floor: p.Floor, Next: p.Next, Backlog: p.Backlog})
 	}
 	return out
+}
+
+// SeekSubscription moves a subscription, in every partition, to a position:
+// everything before it counts as done and everything from it on is delivered
+// anew. Deliveries in flight lose their leases. AtOffset applies the same offset to
+// every partition; AtTime finds each partition's first message at or after it.
+func (b *Broker) SeekSubscription(ctx context.Context, streamName, name string, to StartAt) error {
+	st, err := b.lookupSub(streamName, name)
+	if err != nil {
+		return err
+	}
+	s, release, err := b.acquire(streamName)
+	if err != nil {
+		return err
+	}
+	parts := append([]logstore.Log(nil), s.parts...)
+	release()
+	for i, p := range parts {
+		var off int64
+		switch to.kind {
+		case startEarliest:
+			off = p.StartOffset()
+		case startLatest:
+			off = p.HighWatermark()
+		case startOffset:
+			off = to.offset
+		case startTime:
+			if off, err = p.OffsetForTime(to.time); err != nil {
+				return fmt.Errorf("sluice: seek %s/%s: %w", streamName, name, err)
+			}
+		}
+		if err := st.sub.Seek(ctx, i, off); err != nil {
+			return fmt.Errorf("sluice: seek %s/%s partition %d: %w", streamName, name, i, toInvalid(err))
+		}
+	}
+	return nil
 }

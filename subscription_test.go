@@ -184,3 +184,47 @@ func TestSubscriptionLifecycleAndErrors(t *testing.T) {
 		t.Fatalf("the dead-letter stream stays: %v", err)
 	}
 }
+
+func TestDeliverAtAndSeekThroughTheBroker(t *testing.T) {
+	clk := &testClock{t: time.UnixMilli(1_700_000_000_000)}
+	ctx := context.Background()
+	b := openWithClock(t, t.TempDir(), clk)
+	defer b.Close()
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "alerts"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateSubscription(ctx, "alerts", SubscriptionConfig{Name: "eval"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "alerts", Message{Body: []byte("now")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "alerts", Message{Body: []byte("tomorrow"), DeliverAt: clk.now().Add(24 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Publish(ctx, "alerts", Message{Body: []byte("x"), DeliverAt: clk.now().Add(MaxDeliverAhead + time.Hour)})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("DeliverAt beyond the horizon: %v", err)
+	}
+	c, _ := b.NewConsumer(ctx, "alerts", "eval", ConsumerConfig{})
+	ds := fetchSoon(t, c, 10)
+	if len(ds) != 1 || string(ds[0].Body) != "now" {
+		t.Fatalf("before the delay: %d deliveries", len(ds))
+	}
+	c.Ack(ctx, ds[0])
+	info, _ := b.Subscription(ctx, "alerts", "eval")
+	if info.Delayed != 1 || !info.NextDue.Equal(clk.now().Add(24*time.Hour)) {
+		t.Fatalf("info: %+v", info)
+	}
+	clk.advance(24 * time.Hour)
+	if ds := fetchSoon(t, c, 10); len(ds) != 1 || string(ds[0].Body) != "tomorrow" {
+		t.Fatalf("after the delay: %d deliveries", len(ds))
+	}
+	// Seek back to the start: both come again.
+	if err := b.SeekSubscription(ctx, "alerts", "eval", Earliest()); err != nil {
+		t.Fatal(err)
+	}
+	if ds := fetchSoon(t, c, 10); len(ds) != 2 {
+		t.Fatalf("after seeking to the start: %d deliveries", len(ds))
+	}
+}
