@@ -2,9 +2,18 @@
 // with two implementations: OS, the real one, and Mem, an in-memory file system that
 // models what a crash keeps.
 //
-// Mem tracks, for every file, the bytes that were made durable by Sync and, for every
-// directory, the names made durable by SyncDir. Crash throws away what was not made
-// durable: unsynced files and names vanish, and a file's unsynced tail is kept only up
-// to a random point (a torn write). Tests use it to check that everything the engine
-// acknowledged survives, and that a deliberately lazy engine is caught.
+// Mem tracks, for every file, the content made durable by its last Sync and the list
+// of writes and truncates made since, and, for every directory, the names made
+// durable by SyncDir. Crash throws away what was not made durable: unsynced files
+// and names vanish, and each file keeps its synced content with a random prefix of
+// the later changes applied in order, the last one possibly torn at a random point
+// (and, if that write extended the file, possibly with zeros instead of its missing
+// bytes: the new size reached the disk, the data did not). Writes in place, over
+// bytes that were synced, are thus lost or torn like appends. Tests use it to check
+// that everything the engine acknowledged survives, and that a deliberately lazy
+// engine is caught.
+//
+// The model keeps unsynced changes in order; a real disk may persist them in any
+// order, sector by sector. The engine does not rely on the order: it syncs before it
+// acknowledges, and its recovery checks every byte it keeps.
 package vfs

@@ -18,8 +18,66 @@ var ErrCrashed = errors.New("vfs: file system crashed")
 
 type memNode struct {
 	dir    bool
-	data   []byte // what a reader sees now
-	synced []byte // what survives a crash
+	data   []byte  // what a reader sees now
+	synced []byte  // the content at the last Sync: what a crash surely keeps
+	ops    []memOp // writes and truncates since the last Sync, in order
+}
+
+// memOp is one change to a file's content: a write of data at off, or (trunc) a
+// truncation or extension to size.
+type memOp struct {
+	trunc bool
+	off   int64
+	data  []byte
+	size  int64
+}
+
+// apply returns b changed by op. b may be modified in place.
+func (op memOp) apply(b []byte) []byte {
+	if op.trunc {
+		if op.size <= int64(len(b)) {
+			return b[:op.size:op.size]
+		}
+		return append(b, make([]byte, op.size-int64(len(b)))...)
+	}
+	if end := op.off + int64(len(op.data)); end > int64(len(b)) {
+		b = append(b, make([]byte, end-int64(len(b)))...)
+	}
+	copy(b[op.off:], op.data)
+	return b
+}
+
+// change records op as not yet synced and applies it to what readers see.
+func (n *memNode) change(op memOp) {
+	n.ops = append(n.ops, op)
+	n.data = op.apply(n.data)
+}
+
+// crashed returns what a crash leaves of the file: the synced content with a
+// random prefix of the later changes applied, the last of them possibly torn. A
+// torn write keeps a prefix of its bytes; if it extended the file, the new size may
+// have reached the disk without the rest of its data, which then reads as zeros.
+// With rng nil it returns the synced content.
+func (n *memNode) crashed(rng *rand.Rand) []byte {
+	keep := bytes.Clone(n.synced)
+	if rng == nil || len(n.ops) == 0 {
+		return keep
+	}
+	k := rng.IntN(len(n.ops) + 1)
+	for i, op := range n.ops[:k] {
+		if i == k-1 && !op.trunc {
+			full := op.data
+			op.data = full[:rng.IntN(len(full)+1)]
+			if end := op.off + int64(len(full)); end > int64(len(keep)) && rng.IntN(2) == 0 {
+				op.data = append(bytes.Clone(op.data), make([]byte, len(full)-len(op.data))...)
+			}
+			if len(op.data) == 0 {
+				continue
+			}
+		}
+		keep = op.apply(keep)
+	}
+	return keep
 }
 
 // Mem is an in-memory FS that models durability; see the package documentation.
@@ -58,8 +116,9 @@ func (m *Mem) Syncs() int {
 
 // Crash simulates a power failure: every handle opened before it fails with
 // ErrCrashed from now on; names not made durable by SyncDir vanish; every file keeps
-// its synced bytes plus a random prefix of what was appended after its last Sync.
-// With rng nil, only synced bytes are kept.
+// its content at its last Sync with a random prefix of the writes and truncates made
+// since applied in order, the last one possibly torn (see memNode.crashed). With rng
+// nil, only synced content is kept.
 func (m *Mem) Crash(rng *rand.Rand) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -70,11 +129,8 @@ func (m *Mem) Crash(rng *rand.Rand) {
 			live[name] = n
 			continue
 		}
-		keep := n.synced
-		if extra, ok := bytes.CutPrefix(n.data, n.synced); ok && len(extra) > 0 && rng != nil {
-			keep = append(keep[:len(keep):len(keep)], extra[:rng.IntN(len(extra)+1)]...)
-		}
-		c := &memNode{data: bytes.Clone(keep), synced: bytes.Clone(keep)}
+		keep := n.crashed(rng)
+		c := &memNode{data: keep, synced: bytes.Clone(keep)}
 		live[name] = c
 	}
 	// A name whose directory did not survive goes with it.
@@ -116,7 +172,7 @@ func (m *Mem) Create(name string) (File, error) {
 		return nil, &fs.PathError{Op: "create", Path: name, Err: errors.New("is a directory")}
 	}
 	if ok {
-		n.data = n.data[:0:0]
+		n.change(memOp{trunc: true, size: 0})
 	} else {
 		n = &memNode{}
 		m.live[name] = n
@@ -124,7 +180,7 @@ func (m *Mem) Create(name string) (File, error) {
 	return &memFile{m: m, gen: m.gen, n: n, name: name, write: true}, nil
 }
 
-func (m *Mem) open(name string, write bool) (File, error) {
+func (m *Mem) open(name string, write, appendOnly bool) (File, error) {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -132,14 +188,17 @@ func (m *Mem) open(name string, write bool) (File, error) {
 	if !ok || n.dir {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
-	return &memFile{m: m, gen: m.gen, n: n, name: name, write: write}, nil
+	return &memFile{m: m, gen: m.gen, n: n, name: name, write: write, appendOnly: appendOnly}, nil
 }
 
 // OpenAppend implements FS.
-func (m *Mem) OpenAppend(name string) (File, error) { return m.open(name, true) }
+func (m *Mem) OpenAppend(name string) (File, error) { return m.open(name, true, true) }
+
+// OpenWrite implements FS.
+func (m *Mem) OpenWrite(name string) (File, error) { return m.open(name, true, false) }
 
 // Open implements FS.
-func (m *Mem) Open(name string) (File, error) { return m.open(name, false) }
+func (m *Mem) Open(name string) (File, error) { return m.open(name, false, false) }
 
 // ReadFile implements FS.
 func (m *Mem) ReadFile(name string) ([]byte, error) {
@@ -271,12 +330,14 @@ func (m *Mem) Exists(name string) bool {
 }
 
 type memFile struct {
-	m      *Mem
-	gen    int
-	n      *memNode
-	name   string
-	write  bool
-	closed bool
+	m          *Mem
+	gen        int
+	n          *memNode
+	name       string
+	write      bool
+	appendOnly bool  // opened with OpenAppend: Write appends, WriteAt fails
+	off        int64 // where Write writes, unless appendOnly
+	closed     bool
 }
 
 func (f *memFile) checkLocked() error {
@@ -317,7 +378,29 @@ func (f *memFile) Write(p []byte) (int, error) {
 	if !f.write {
 		return 0, fmt.Errorf("vfs: %s opened read-only", f.name)
 	}
-	f.n.data = append(f.n.data, p...)
+	if f.appendOnly {
+		f.off = int64(len(f.n.data))
+	}
+	f.n.change(memOp{off: f.off, data: bytes.Clone(p)})
+	f.off += int64(len(p))
+	return len(p), nil
+}
+
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.m.mu.Lock()
+	defer f.m.mu.Unlock()
+	if err := f.checkLocked(); err != nil {
+		return 0, err
+	}
+	switch {
+	case !f.write:
+		return 0, fmt.Errorf("vfs: %s opened read-only", f.name)
+	case f.appendOnly:
+		return 0, fmt.Errorf("vfs: WriteAt on %s, opened for appending", f.name)
+	case off < 0:
+		return 0, fmt.Errorf("vfs: negative offset %d", off)
+	}
+	f.n.change(memOp{off: off, data: bytes.Clone(p)})
 	return len(p), nil
 }
 
@@ -330,7 +413,7 @@ func (f *memFile) Sync() error {
 	if f.m.syncErr != nil {
 		return f.m.syncErr
 	}
-	f.n.synced = bytes.Clone(f.n.data)
+	f.n.synced, f.n.ops = bytes.Clone(f.n.data), nil
 	f.m.syncs++
 	return nil
 }
@@ -341,10 +424,13 @@ func (f *memFile) Truncate(size int64) error {
 	if err := f.checkLocked(); err != nil {
 		return err
 	}
-	if size < 0 || size > int64(len(f.n.data)) {
-		return fmt.Errorf("vfs: truncate %s to %d of %d bytes", f.name, size, len(f.n.data))
+	if !f.write {
+		return fmt.Errorf("vfs: %s opened read-only", f.name)
 	}
-	f.n.data = f.n.data[:size:size]
+	if size < 0 {
+		return fmt.Errorf("vfs: truncate %s to %d bytes", f.name, size)
+	}
+	f.n.change(memOp{trunc: true, size: size})
 	return nil
 }
 

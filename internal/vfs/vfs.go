@@ -7,11 +7,15 @@ import (
 	"sort"
 )
 
-// File is an open file. Sync makes the file's data (not necessarily its metadata
-// other than size) durable, as fdatasync does.
+// File is an open file. Write writes at the handle's offset (at the end of the file
+// for a handle from OpenAppend), WriteAt at the position given (not allowed on a
+// handle from OpenAppend, as with O_APPEND); either may extend the file, a gap
+// reading as zeros. Truncate may shrink or extend. Sync makes the file's data and
+// size (not necessarily its other metadata) durable, as fdatasync does.
 type File interface {
 	io.ReaderAt
 	io.Writer
+	io.WriterAt
 	Sync() error
 	Truncate(size int64) error
 	Size() (int64, error)
@@ -22,8 +26,11 @@ type File interface {
 type FS interface {
 	// Create creates or truncates a file for writing.
 	Create(name string) (File, error)
-	// OpenAppend opens an existing file for reading and appending.
+	// OpenAppend opens an existing file for reading and appending (O_APPEND).
 	OpenAppend(name string) (File, error)
+	// OpenWrite opens an existing file for reading and writing in place: without
+	// O_APPEND, so that WriteAt works; Write starts at offset 0.
+	OpenWrite(name string) (File, error)
 	// Open opens an existing file read-only.
 	Open(name string) (File, error)
 	ReadFile(name string) ([]byte, error)
@@ -65,6 +72,15 @@ func (OS) Create(name string) (File, error) {
 // OpenAppend implements FS.
 func (OS) OpenAppend(name string) (File, error) {
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+// OpenWrite implements FS.
+func (OS) OpenWrite(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}

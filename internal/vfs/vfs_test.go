@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -76,11 +77,15 @@ func conformance(t *testing.T, fsys FS, root string) {
 		t.Fatalf("ReadFile = %q, %v", got, err)
 	}
 
-	// OpenAppend appends; Open is read-only; Create truncates.
+	// OpenAppend appends and refuses WriteAt, as O_APPEND does; Open is read-only;
+	// Create truncates.
 	f, err = fsys.OpenAppend(name)
 	must(t, err)
 	_, err = f.Write([]byte("!"))
 	must(t, err)
+	if _, err := f.WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("WriteAt on a file opened with OpenAppend succeeded")
+	}
 	must(t, f.Close())
 	if got, _ := fsys.ReadFile(name); string(got) != "hello!" {
 		t.Fatalf("after OpenAppend: %q", got)
@@ -90,7 +95,39 @@ func conformance(t *testing.T, fsys FS, root string) {
 	if _, err := r.Write([]byte("x")); err == nil {
 		t.Fatal("Write on a file opened with Open succeeded")
 	}
+	if _, err := r.WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("WriteAt on a file opened with Open succeeded")
+	}
 	must(t, r.Close())
+
+	// OpenWrite writes in place: Write from offset 0 on, WriteAt anywhere, a gap
+	// past the end reading as zeros; Truncate shrinks and extends with zeros.
+	f, err = fsys.OpenWrite(name)
+	must(t, err)
+	_, err = f.Write([]byte("J"))
+	must(t, err)
+	_, err = f.Write([]byte("E"))
+	must(t, err)
+	_, err = f.WriteAt([]byte("LO"), 2)
+	must(t, err)
+	if got, _ := fsys.ReadFile(name); string(got) != "JELOo!" {
+		t.Fatalf("after Write and WriteAt in place: %q", got)
+	}
+	_, err = f.WriteAt([]byte("z"), 7)
+	must(t, err)
+	if got, _ := fsys.ReadFile(name); string(got) != "JELOo!\x00z" {
+		t.Fatalf("after WriteAt past the end: %q", got)
+	}
+	must(t, f.Truncate(3))
+	must(t, f.Truncate(5))
+	if got, _ := fsys.ReadFile(name); string(got) != "JEL\x00\x00" {
+		t.Fatalf("after Truncate down and up: %q", got)
+	}
+	if size, err := f.Size(); err != nil || size != 5 {
+		t.Fatalf("Size = %d, %v", size, err)
+	}
+	must(t, f.Sync())
+	must(t, f.Close())
 	f, err = fsys.Create(name)
 	must(t, err)
 	must(t, f.Close())
@@ -106,6 +143,7 @@ func conformance(t *testing.T, fsys FS, root string) {
 	for op, err := range map[string]error{
 		"Open":       func() error { _, err := fsys.Open(missing); return err }(),
 		"OpenAppend": func() error { _, err := fsys.OpenAppend(missing); return err }(),
+		"OpenWrite":  func() error { _, err := fsys.OpenWrite(missing); return err }(),
 		"ReadFile":   func() error { _, err := fsys.ReadFile(missing); return err }(),
 		"Remove":     fsys.Remove(missing),
 		"Rename":     fsys.Rename(missing, missing+"2"),
@@ -177,28 +215,81 @@ func memWith(t *testing.T, synced, unsynced string) (*Mem, File) {
 }
 
 // TestMemCrashTearsUnsyncedTail: a crash keeps the synced bytes plus a prefix of
-// the unsynced ones, every length possible across seeds, never more; and with a
-// nil rng exactly the synced bytes.
+// the unsynced ones, every length possible across seeds, possibly followed by zeros
+// up to the length written (the size made it to disk, the data did not), never
+// anything else; and with a nil rng exactly the synced bytes.
 func TestMemCrashTearsUnsyncedTail(t *testing.T) {
 	const synced, unsynced = "durable|", "0123456789"
-	seen := map[int]bool{}
-	for seed := range uint64(400) {
+	seen := map[string]bool{}
+	for seed := range uint64(1000) {
 		m, _ := memWith(t, synced, unsynced)
 		m.Crash(rand.New(rand.NewPCG(seed, 0)))
 		got, err := m.ReadFile("/d/f")
 		must(t, err)
-		if !bytes.HasPrefix([]byte(synced+unsynced), got) || len(got) < len(synced) {
+		tail, ok := bytes.CutPrefix(got, []byte(synced))
+		kept := bytes.TrimRight(tail, "\x00")
+		if !ok || !bytes.HasPrefix([]byte(unsynced), kept) || (len(tail) != len(kept) && len(tail) != len(unsynced)) {
 			t.Fatalf("seed %d: after the crash the file is %q", seed, got)
 		}
-		seen[len(got)-len(synced)] = true
+		seen[string(tail)] = true
 	}
-	if len(seen) != len(unsynced)+1 {
-		t.Fatalf("torn lengths seen: %v; want every one of 0..%d", seen, len(unsynced))
+	// Every prefix, and every prefix padded with zeros (the empty one padded is
+	// all zeros; the whole one cannot be padded).
+	if want := 2*(len(unsynced)+1) - 1; len(seen) != want {
+		t.Fatalf("%d tails seen, want %d: %q", len(seen), want, slices.Sorted(maps.Keys(seen)))
 	}
 	m, _ := memWith(t, synced, unsynced)
 	m.Crash(nil)
 	if got, _ := m.ReadFile("/d/f"); string(got) != synced {
 		t.Fatalf("Crash(nil) kept %q, want the synced %q", got, synced)
+	}
+}
+
+// TestMemCrashInPlace: writes over synced bytes and truncates are lost or torn
+// like appends. After a synced "abcdefgh", WriteAt("XY", 2), Truncate(6) and
+// WriteAt("PQ", 5) unsynced, a crash leaves exactly one of the states a prefix of
+// these changes makes, the last change torn; every one of them across seeds.
+func TestMemCrashInPlace(t *testing.T) {
+	want := map[string]bool{
+		"abcdefgh":      true, // nothing
+		"abXdefgh":      true, // XY torn after X
+		"abXYefgh":      true, // XY
+		"abXYef":        true, // XY, truncate
+		"abXYeP":        true, // XY, truncate, PQ torn after P (the size is 6 either way)
+		"abXYe\x00\x00": true, // ... torn after nothing, the size reached 7
+		"abXYeP\x00":    true, // ... torn after P, the size reached 7
+		"abXYePQ":       true, // all
+	}
+	seen := map[string]bool{}
+	for seed := range uint64(2000) {
+		m, f := memWith(t, "abcdefgh", "")
+		_, err := f.WriteAt([]byte("XY"), 2)
+		must(t, err)
+		must(t, f.Truncate(6))
+		_, err = f.WriteAt([]byte("PQ"), 5)
+		must(t, err)
+		if got, _ := m.ReadFile("/d/f"); string(got) != "abXYePQ" {
+			t.Fatalf("before the crash: %q", got)
+		}
+		m.Crash(rand.New(rand.NewPCG(seed, 1)))
+		got, err := m.ReadFile("/d/f")
+		must(t, err)
+		if !want[string(got)] {
+			t.Fatalf("seed %d: after the crash the file is %q, which no prefix of the changes makes", seed, got)
+		}
+		seen[string(got)] = true
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("states seen: %q; want all of %q", slices.Sorted(maps.Keys(seen)), slices.Sorted(maps.Keys(want)))
+	}
+	// A Sync makes the changes durable: nothing is lost or torn after it.
+	m, f := memWith(t, "abcdefgh", "")
+	_, err := f.WriteAt([]byte("XY"), 2)
+	must(t, err)
+	must(t, f.Sync())
+	m.Crash(rand.New(rand.NewPCG(1, 1)))
+	if got, _ := m.ReadFile("/d/f"); string(got) != "abXYefgh" {
+		t.Fatalf("a synced write in place after the crash: %q", got)
 	}
 }
 
@@ -252,13 +343,14 @@ func TestMemCrashNames(t *testing.T) {
 			must(t, m.Remove("/d/a"))
 			must(t, m.SyncDir("/d"))
 		}, map[string]string{}},
-		{"truncate not synced", func(m *Mem) {
+		{"truncate synced", func(m *Mem) {
 			write(m, "/d/a", "long content")
 			must(t, m.SyncDir("/d"))
-			f, err := m.OpenAppend("/d/a")
+			f, err := m.OpenWrite("/d/a")
 			must(t, err)
 			must(t, f.Truncate(4))
-		}, map[string]string{"/d/a": "long content"}},
+			must(t, f.Sync())
+		}, map[string]string{"/d/a": "long"}},
 		{"atomic write", func(m *Mem) {
 			must(t, m.SyncDir("/d"))
 			must(t, WriteFileAtomic(m, "/d/a", []byte("v1")))
