@@ -33,6 +33,12 @@ type Client interface {
 	Subscription(ctx context.Context, stream, name string) (SubscriptionInfo, error)
 	// SeekSubscription moves a subscription to a position in every partition.
 	SeekSubscription(ctx context.Context, stream, name string, to StartAt) error
+	// DeadLetters lists a subscription's dead letters.
+	DeadLetters(ctx context.Context, stream, subscription string, q DeadLetterQuery) ([]DeadLetter, int64, error)
+	// RedriveDeadLetters puts dead letters back into their subscription.
+	RedriveDeadLetters(ctx context.Context, stream, subscription string, opts RedriveOptions) (int, int64, error)
+	// PurgeDeadLetters discards a subscription's dead letters.
+	PurgeDeadLetters(ctx context.Context, stream, subscription string) (int64, error)
 	// NewConsumer opens a consumer on a subscription.
 	NewConsumer(ctx context.Context, stream, subscription string, cfg ConsumerConfig) (Consumer, error)
 	// Close releases the client (for *Broker: stops the broker).

@@ -228,7 +228,8 @@ func (b *Broker) deadLetter(ctx context.Context, source string, cfg Subscription
 		add(HeaderDLQLastFailure, time.UnixMilli(m.Attempts[n-1].At).UTC().Format(time.RFC3339Nano))
 	}
 	hdrs = append(hdrs, Header{Key: HeaderDLQAttempts, Value: attempts})
-	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Time: time.UnixMilli(m.Timestamp)}
+	// Partition 0: a dead-letter log is read in one order, by its offsets.
+	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Time: time.UnixMilli(m.Timestamp), Partition: ToPartition(0)}
 	_, err = b.Publish(ctx, cfg.DeadLetterStream, msg)
 	return err
 }

@@ -228,3 +228,77 @@ func TestDeliverAtAndSeekThroughTheBroker(t *testing.T) {
 		t.Fatalf("after seeking to the start: %d deliveries", len(ds))
 	}
 }
+
+func TestDeadLetterBrowseRedrivePurge(t *testing.T) {
+	clk := &testClock{t: time.UnixMilli(1_700_000_000_000)}
+	ctx := context.Background()
+	dir := t.TempDir()
+	b := openWithClock(t, dir, clk)
+	defer func() { b.Close() }()
+	b.CreateStream(ctx, StreamConfig{Name: "orders"})
+	b.CreateSubscription(ctx, "orders", SubscriptionConfig{Name: "billing", MaxDeliveries: 1})
+	b.CreateSubscription(ctx, "orders", SubscriptionConfig{Name: "audit"})
+	for i := range 4 {
+		b.Publish(ctx, "orders", Message{Key: []byte(fmt.Sprint(i)), Body: []byte(fmt.Sprintf("order %d", i))})
+	}
+	c, _ := b.NewConsumer(ctx, "orders", "billing", ConsumerConfig{Name: "biller"})
+	for _, d := range fetchSoon(t, c, 10) {
+		reason := "card declined"
+		if d.Offset == 3 {
+			reason = "fraud check timeout"
+		}
+		if err := c.Nack(ctx, d, NackOptions{Reason: reason}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dls, _, err := b.DeadLetters(ctx, "orders", "billing", DeadLetterQuery{})
+	if err != nil || len(dls) != 4 {
+		t.Fatalf("dead letters: %d, %v", len(dls), err)
+	}
+	if d := dls[0]; string(d.Message.Body) != "order 0" || d.Source != (Position{0, 0}) || d.Deliveries != 1 ||
+		d.Attempts[0].Consumer != "biller" || d.Attempts[0].Error != "card declined" || d.Reason == "" {
+		t.Fatalf("first dead letter: %+v", d)
+	}
+	fraud, _, _ := b.DeadLetters(ctx, "orders", "billing", DeadLetterQuery{Contains: "fraud"})
+	if len(fraud) != 1 || fraud[0].Source.Offset != 3 {
+		t.Fatalf("filtered: %+v", fraud)
+	}
+	// Redrive the card failures, rate-limited; the audit subscription sees nothing new.
+	n, _, err := b.RedriveDeadLetters(ctx, "orders", "billing", RedriveOptions{Query: DeadLetterQuery{Contains: "card"}, PerSecond: 1000})
+	if err != nil || n != 3 {
+		t.Fatalf("redrive: %d, %v", n, err)
+	}
+	b.Close()
+	b = openWithClock(t, dir, clk) // a restart keeps the redrive
+	c, _ = b.NewConsumer(ctx, "orders", "billing", ConsumerConfig{Name: "biller"})
+	again := fetchSoon(t, c, 10)
+	if len(again) != 3 || again[0].Deliveries != 1 {
+		t.Fatalf("after redrive: %d deliveries", len(again))
+	}
+	for _, d := range again {
+		if err := c.Ack(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, _ := b.Subscription(ctx, "orders", "billing")
+	if info.Backlog != 0 {
+		t.Fatalf("billing after the redriven messages succeeded: %+v", info)
+	}
+	if audit, _ := b.Subscription(ctx, "orders", "audit"); audit.Backlog != 4 {
+		t.Fatalf("audit backlog %d, want its own 4", audit.Backlog)
+	}
+	if n, _, _ := b.RedriveDeadLetters(ctx, "orders", "billing", RedriveOptions{Query: DeadLetterQuery{Contains: "card"}}); n != 0 {
+		t.Fatalf("redrove %d twice", n)
+	}
+	left, _, _ := b.DeadLetters(ctx, "orders", "billing", DeadLetterQuery{})
+	all, _, _ := b.DeadLetters(ctx, "orders", "billing", DeadLetterQuery{IncludeRedriven: true})
+	if len(left) != 1 || len(all) != 4 || !all[0].Redriven {
+		t.Fatalf("after redrive: %d listed, %d with redriven", len(left), len(all))
+	}
+	if _, err := b.PurgeDeadLetters(ctx, "orders", "billing"); err != nil {
+		t.Fatal(err)
+	}
+	if gone, _, _ := b.DeadLetters(ctx, "orders", "billing", DeadLetterQuery{IncludeRedriven: true}); len(gone) != 0 {
+		t.Fatalf("after purge: %d", len(gone))
+	}
+}

@@ -259,3 +259,56 @@ func (s *Sub) Extend(part int, off int64, lease uint64, d time.Duration) (time.T
 	s.leases.push(timeItem{at: pd.deadline, partition: part, offset: off, lease: lease})
 	return time.UnixMilli(pd.deadline), nil
 }
+
+// ErrSourceGone is returned by Redrive when retention has removed the message.
+var ErrSourceGone = errors.New("subscription: message no longer stored")
+
+// Redrive makes a dead-lettered message pending again, with a fresh delivery count.
+// dlqOffset is its dead letter's offset, remembered so that it is redriven once.
+func (s *Sub) Redrive(ctx context.Context, part int, off, dlqOffset int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	parts := s.parts()
+	if part < 0 || part >= len(parts) {
+		return fieldErr("partition", "%d outside [0, %d)", part, len(parts))
+	}
+	if off < parts[part].StartOffset() {
+		return fmt.Errorf("%w: partition %d offset %d", ErrSourceGone, part, off)
+	}
+	ps := s.partLocked(part)
+	if off >= ps.next || s.redriven[dlqOffset] || dlqOffset < s.dlqStart {
+		return nil // never delivered, or already redriven or purged
+	}
+	if err := s.journalLocked(ctx, event{kind: evRedrive, partition: part, offset: off, dlqOffset: dlqOffset}); err != nil {
+		return err
+	}
+	if pd := ps.pend[off]; pd != nil && pd.lease == 0 {
+		ps.retry.push(timeItem{at: pd.NotBefore, partition: part, offset: off})
+	}
+	s.broadcastLocked()
+	return nil
+}
+
+// DeadLetterState reports whether the dead letter at dlqOffset was redriven and
+// where the dead letters not yet purged start.
+func (s *Sub) DeadLetterState(dlqOffset int64) (redriven bool, start int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.redriven[dlqOffset], s.dlqStart
+}
+
+// PurgeDeadLetters discards this subscription's dead letters before upTo.
+func (s *Sub) PurgeDeadLetters(ctx context.Context, upTo int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if upTo <= s.dlqStart {
+		return nil
+	}
+	return s.journalLocked(ctx, event{kind: evPurge, offset: upTo})
+}

@@ -35,6 +35,12 @@
 //	kind=4 dead     partition, offset
 //	kind=5 delay    partition, offset, not-before unix ms
 //	kind=6 seek     partition, offset
+//	kind=7 redrive  partition, offset, dead-letter offset
+//	kind=8 purge    0, dead-letter offset
+//
+// A redrive makes a dead-lettered message pending again (the floor moves back to
+// it if needed; the offsets between stay done) so that only this subscription
+// sees it again; the source message must still be stored.
 //
 // A message whose DeliverAtHeader holds a time in the future is not delivered when
 // the cursor reaches it: it becomes pending with no delivery and a not-before time

@@ -15,6 +15,8 @@ const (
 	evDead    eventKind = 4
 	evDelay   eventKind = 5 // a new message held back until its deliver-at time
 	evSeek    eventKind = 6 // the partition restarts at offset: floor = next = offset
+	evRedrive eventKind = 7 // a dead-lettered message is pending again
+	evPurge   eventKind = 8 // dead letters before offset (in the dead-letter log) are discarded
 )
 
 // event is one journaled state change.
@@ -23,6 +25,7 @@ type event struct {
 	partition  int
 	offset     int64
 	deliveries int    // evDeliver
+	dlqOffset  int64  // evRedrive: the dead letter's offset
 	notBefore  int64  // evRetry, evDelay: unix ms
 	at         int64  // evDeliver, evRetry: unix ms
 	consumer   string // evRetry
@@ -49,6 +52,8 @@ func (e *event) append(b []byte) []byte {
 		b = appendString(b, e.reason)
 	case evDelay:
 		b = binary.AppendVarint(b, e.notBefore)
+	case evRedrive:
+		b = binary.AppendUvarint(b, uint64(e.dlqOffset))
 	}
 	return b
 }
@@ -123,7 +128,9 @@ func decodeEvent(b []byte) (event, error) {
 		e.reason = d.str(MaxReasonBytes, "reason")
 	case evDelay:
 		e.notBefore = d.varint("not-before")
-	case evAck, evDead, evSeek:
+	case evRedrive:
+		e.dlqOffset = int64(d.uvarint(1<<62, "dead-letter offset"))
+	case evAck, evDead, evSeek, evPurge:
 	default:
 		return event{}, fmt.Errorf("%w: kind %d", errBadEvent, e.kind)
 	}

@@ -30,6 +30,8 @@ type snapshot struct {
 	Version      int            `json:"version"`
 	Generation   int            `json:"generation"`
 	DeadLettered int64          `json:"dead_lettered"`
+	DLQStart     int64          `json:"dlq_start,omitempty"`
+	Redriven     []int64        `json:"redriven,omitempty"`
 	Partitions   []partSnapshot `json:"partitions"`
 }
 
@@ -73,7 +75,10 @@ func (s *Sub) recover() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", stateFile, err)
 		}
-		s.gen, s.deadN = snap.Generation, snap.DeadLettered
+		s.gen, s.deadN, s.dlqStart = snap.Generation, snap.DeadLettered, snap.DLQStart
+		for _, off := range snap.Redriven {
+			s.redriven[off] = true
+		}
 		for _, p := range snap.Partitions {
 			ps := newPartState(p.Floor)
 			ps.next = p.Next
@@ -160,7 +165,11 @@ func (s *Sub) compactLocked() error {
 	if err != nil {
 		return fmt.Errorf("compact: %w", err)
 	}
-	snap := snapshot{Version: snapshotFormat, Generation: next, DeadLettered: s.deadN}
+	snap := snapshot{Version: snapshotFormat, Generation: next, DeadLettered: s.deadN, DLQStart: s.dlqStart}
+	for off := range s.redriven {
+		snap.Redriven = append(snap.Redriven, off)
+	}
+	slices.Sort(snap.Redriven)
 	for _, ps := range s.state {
 		p := partSnapshot{Floor: ps.floor, Next: ps.next}
 		for _, pd := range ps.pend {

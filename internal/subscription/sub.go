@@ -85,7 +85,9 @@ type Sub struct {
 	leaseSeq uint64
 	inflight map[string]int // per consumer
 	deadN    int64
-	events   int // journaled since the last compaction
+	dlqStart int64          // dead letters before this offset were purged
+	redriven map[int64]bool // dead letters (by offset) already redriven
+	events   int            // journaled since the last compaction
 	rr       int
 	failure  error
 	closed   bool
@@ -116,7 +118,7 @@ func Open(o Options) (*Sub, error) {
 	}
 	s := &Sub{
 		cfg: cfg, dir: o.Dir, fs: o.FS, parts: o.Partitions, dead: o.DeadLetter, now: o.Now, log: o.Logger,
-		inflight: map[string]int{}, changed: make(chan struct{}), stop: make(chan struct{}),
+		inflight: map[string]int{}, redriven: map[int64]bool{}, changed: make(chan struct{}), stop: make(chan struct{}),
 		leaseSeq: uint64(o.Now().UnixNano()),
 	}
 	if err := s.recover(); err != nil {
@@ -240,6 +242,19 @@ func (s *Sub) apply(e event) {
 		clear(ps.pend)
 		ps.retry = nil
 		ps.floor, ps.next = e.offset, e.offset
+	case evRedrive:
+		if ps.pend[e.offset] == nil && e.offset < ps.next {
+			ps.pend[e.offset] = &pending{Offset: e.offset}
+			ps.floor = min(ps.floor, e.offset)
+		}
+		s.redriven[e.dlqOffset] = true
+	case evPurge:
+		s.dlqStart = max(s.dlqStart, e.offset)
+		for off := range s.redriven {
+			if off < s.dlqStart {
+				delete(s.redriven, off)
+			}
+		}
 	case evAck, evDead:
 		delete(ps.pend, e.offset)
 		if e.kind == evDead {
