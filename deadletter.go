@@ -181,7 +181,7 @@ func (b *Broker) RedriveDeadLetters(ctx context.Context, streamName, sub string,
 				return n, dl.Offset, ctx.Err()
 			}
 		}
-		if err := st.sub.Redrive(ctx, dl.Source.Partition, dl.Source.Offset, dl.Offset); err != nil {
+		if err := st.sub.Redrive(ctx, dl.Source.Partition, dl.Source.Offset, dl.Offset, dl.Message.Key); err != nil {
 			return n, dl.Offset, fmt.Errorf("sluice: redrive dead letter %d: %w", dl.Offset, toInvalid(err))
 		}
 		n++

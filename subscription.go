@@ -36,8 +36,17 @@ var ErrSubscriptionNotFound = errors.New("sluice: subscription not found")
 // SubscriptionMode says how a subscription shares messages among its consumers.
 type SubscriptionMode = subscription.Mode
 
-// QueueMode: each message goes to one consumer at a time, under a lease.
-const QueueMode = subscription.ModeQueue
+// Subscription modes.
+const (
+	// QueueMode: each message goes to one consumer at a time, under a lease, in any
+	// order.
+	QueueMode = subscription.ModeQueue
+	// KeyOrderedMode: like QueueMode, but the messages of one key are delivered in
+	// order, one at a time (the next once the previous is acknowledged or
+	// dead-lettered), while different keys are delivered in parallel. A key whose
+	// message keeps failing is parked without stalling the others.
+	KeyOrderedMode = subscription.ModeKeyOrdered
+)
 
 // SubscriptionConfig configures a subscription. Zero fields take their defaults.
 type SubscriptionConfig struct {

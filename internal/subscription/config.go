@@ -11,7 +11,18 @@ type Mode string
 const (
 	// ModeQueue: any consumer may get any message; each delivery holds a lease.
 	ModeQueue Mode = "queue"
+	// ModeKeyOrdered: like ModeQueue, but the messages of one key are delivered in
+	// offset order, one at a time: the next only once the previous is acknowledged
+	// or dead-lettered. A key whose message keeps failing is parked (its later
+	// messages wait) while every other key flows. Messages without a key are not
+	// ordered.
+	ModeKeyOrdered Mode = "key_ordered"
 )
+
+// MaxHeld bounds, per partition, the messages of key_ordered mode waiting behind
+// an earlier message of their key; beyond it the partition reads no further until
+// keys drain.
+const MaxHeld = 100000
 
 // Start is where a new subscription begins.
 type Start string
@@ -124,8 +135,8 @@ func (c Config) Validate() error {
 	switch {
 	case !ValidName(d.Name, MaxNameLen):
 		return fieldErr("SubscriptionConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", d.Name, MaxNameLen)
-	case d.Mode != ModeQueue:
-		return fieldErr("SubscriptionConfig.Mode", "%q is not supported (supported: queue)", d.Mode)
+	case d.Mode != ModeQueue && d.Mode != ModeKeyOrdered:
+		return fieldErr("SubscriptionConfig.Mode", "%q is not supported (supported: queue, key_ordered)", d.Mode)
 	case d.Start != StartEarliest && d.Start != StartLatest:
 		return fieldErr("SubscriptionConfig.Start", "%q is not one of earliest, latest", d.Start)
 	case d.Lease < MinLease || d.Lease > MaxLease:

@@ -57,7 +57,9 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 			out = append(out, delivery(i, &rec, pd.Deliveries+1))
 			evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
 		}
-		for len(out) < room && ps.next < log.HighWatermark() {
+		busy := map[string]bool{} // keys that got a head in this round (key_ordered)
+		holds := 0
+		for len(out) < room && ps.next < log.HighWatermark() && ps.held < MaxHeld {
 			data, _, err := log.Read(ps.next, fetchBytes, nil)
 			if err != nil {
 				return nil, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
@@ -68,12 +70,23 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 					return true
 				}
 				next = r.Offset + 1
+				var key string
+				if s.cfg.Mode == ModeKeyOrdered {
+					key = string(r.Key)
+				}
 				if at, ok := deliverAt(r); ok && at > ms(now) {
-					evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at})
+					evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at, key: key})
+					busy[key] = true
 					return true
 				}
+				if s.keyed(key) && (busy[key] || ps.keys[key] != nil) {
+					evs = append(evs, event{kind: evHold, partition: i, offset: r.Offset, key: key})
+					holds++
+					return ps.held+holds < MaxHeld
+				}
+				busy[key] = true
 				out = append(out, delivery(i, r, 1))
-				evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now)})
+				evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now), key: key})
 				return len(out) < room
 			})
 			if err != nil {
@@ -88,11 +101,6 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 	s.rr++
 	if err := s.journalLocked(ctx, evs...); err != nil {
 		return nil, err
-	}
-	for _, e := range evs {
-		if e.kind == evDelay {
-			s.state[e.partition].retry.push(timeItem{at: e.notBefore, partition: e.partition, offset: e.offset})
-		}
 	}
 	if len(out) == 0 {
 		return nil, nil
@@ -265,7 +273,7 @@ var ErrSourceGone = errors.New("subscription: message no longer stored")
 
 // Redrive makes a dead-lettered message pending again, with a fresh delivery count.
 // dlqOffset is its dead letter's offset, remembered so that it is redriven once.
-func (s *Sub) Redrive(ctx context.Context, part int, off, dlqOffset int64) error {
+func (s *Sub) Redrive(ctx context.Context, part int, off, dlqOffset int64, key []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
@@ -282,11 +290,12 @@ func (s *Sub) Redrive(ctx context.Context, part int, off, dlqOffset int64) error
 	if off >= ps.next || s.redriven[dlqOffset] || dlqOffset < s.dlqStart {
 		return nil // never delivered, or already redriven or purged
 	}
-	if err := s.journalLocked(ctx, event{kind: evRedrive, partition: part, offset: off, dlqOffset: dlqOffset}); err != nil {
-		return err
+	var k string
+	if s.cfg.Mode == ModeKeyOrdered {
+		k = string(key)
 	}
-	if pd := ps.pend[off]; pd != nil && pd.lease == 0 {
-		ps.retry.push(timeItem{at: pd.NotBefore, partition: part, offset: off})
+	if err := s.journalLocked(ctx, event{kind: evRedrive, partition: part, offset: off, dlqOffset: dlqOffset, key: k}); err != nil {
+		return err
 	}
 	s.broadcastLocked()
 	return nil

@@ -17,7 +17,11 @@ const (
 	evSeek    eventKind = 6 // the partition restarts at offset: floor = next = offset
 	evRedrive eventKind = 7 // a dead-lettered message is pending again
 	evPurge   eventKind = 8 // dead letters before offset (in the dead-letter log) are discarded
+	evHold    eventKind = 9 // key_ordered: a new message waits behind its key's earlier one
 )
+
+// maxKeyBytes bounds a key in a journal event.
+const maxKeyBytes = 4 << 10
 
 // event is one journaled state change.
 type event struct {
@@ -26,6 +30,7 @@ type event struct {
 	offset     int64
 	deliveries int    // evDeliver
 	dlqOffset  int64  // evRedrive: the dead letter's offset
+	key        string // evDeliver, evDelay, evHold, evRedrive: the message key (key_ordered)
 	notBefore  int64  // evRetry, evDelay: unix ms
 	at         int64  // evDeliver, evRetry: unix ms
 	consumer   string // evRetry
@@ -45,6 +50,7 @@ func (e *event) append(b []byte) []byte {
 	case evDeliver:
 		b = binary.AppendUvarint(b, uint64(e.deliveries))
 		b = binary.AppendVarint(b, e.at)
+		b = appendString(b, e.key)
 	case evRetry:
 		b = binary.AppendVarint(b, e.notBefore)
 		b = binary.AppendVarint(b, e.at)
@@ -52,8 +58,12 @@ func (e *event) append(b []byte) []byte {
 		b = appendString(b, e.reason)
 	case evDelay:
 		b = binary.AppendVarint(b, e.notBefore)
+		b = appendString(b, e.key)
 	case evRedrive:
 		b = binary.AppendUvarint(b, uint64(e.dlqOffset))
+		b = appendString(b, e.key)
+	case evHold:
+		b = appendString(b, e.key)
 	}
 	return b
 }
@@ -121,6 +131,7 @@ func decodeEvent(b []byte) (event, error) {
 	case evDeliver:
 		e.deliveries = int(d.uvarint(1<<31, "deliveries"))
 		e.at = d.varint("time")
+		e.key = d.str(maxKeyBytes, "key")
 	case evRetry:
 		e.notBefore = d.varint("not-before")
 		e.at = d.varint("time")
@@ -128,8 +139,12 @@ func decodeEvent(b []byte) (event, error) {
 		e.reason = d.str(MaxReasonBytes, "reason")
 	case evDelay:
 		e.notBefore = d.varint("not-before")
+		e.key = d.str(maxKeyBytes, "key")
 	case evRedrive:
 		e.dlqOffset = int64(d.uvarint(1<<62, "dead-letter offset"))
+		e.key = d.str(maxKeyBytes, "key")
+	case evHold:
+		e.key = d.str(maxKeyBytes, "key")
 	case evAck, evDead, evSeek, evPurge:
 	default:
 		return event{}, fmt.Errorf("%w: kind %d", errBadEvent, e.kind)

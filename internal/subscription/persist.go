@@ -82,8 +82,9 @@ func (s *Sub) recover() error {
 		for _, p := range snap.Partitions {
 			ps := newPartState(p.Floor)
 			ps.next = p.Next
-			for _, pd := range p.Pending {
+			for _, pd := range p.Pending { // sorted by offset: a key's first is its head
 				ps.pend[pd.Offset] = pd
+				s.enqueueKey(ps, len(s.state), pd, false)
 			}
 			s.state = append(s.state, ps)
 		}
@@ -97,9 +98,14 @@ func (s *Sub) recover() error {
 	if err := s.replay(); err != nil {
 		return err
 	}
+	// Every lease ended with the process: the eligible messages (all of them, or in
+	// key_ordered mode each key's head) go back on the retry heap.
 	for i, ps := range s.state {
+		ps.retry = nil
 		for _, pd := range ps.pend {
-			ps.retry.push(timeItem{at: pd.NotBefore, partition: i, offset: pd.Offset})
+			if !s.keyed(pd.Key) || ps.keys[pd.Key].head == pd.Offset {
+				ps.retry.push(timeItem{at: pd.NotBefore, partition: i, offset: pd.Offset})
+			}
 		}
 	}
 	return s.compactLocked()
@@ -254,6 +260,8 @@ type PartitionInfo struct {
 	InFlight int
 	Waiting  int // failed deliveries waiting for their retry
 	Delayed  int // messages not yet delivered because their deliver-at time is ahead
+	Held     int // key_ordered: messages waiting behind an earlier one of their key
+	Parked   int // key_ordered: keys whose head failed and waits for its retry
 }
 
 // Info describes a subscription.
@@ -264,6 +272,8 @@ type Info struct {
 	InFlight     int
 	Waiting      int
 	Delayed      int
+	Held         int
+	Parked       int
 	DeadLettered int64
 	// NextDue is when the next waiting or delayed message becomes due (unix ms;
 	// it may be past). HasNextDue is false when none waits.
@@ -281,11 +291,19 @@ func (s *Sub) Info() Info {
 		ps := s.partLocked(i)
 		pi := PartitionInfo{Floor: ps.floor, Next: ps.next}
 		pi.Backlog = max(0, log.HighWatermark()-ps.next) + int64(len(ps.pend))
+		pi.Held = ps.held
+		for _, ks := range ps.keys {
+			if pd := ps.pend[ks.head]; pd != nil && pd.lease == 0 && pd.Deliveries > 0 {
+				pi.Parked++
+			}
+		}
 		for _, pd := range ps.pend {
 			switch {
 			case pd.lease != 0:
 				pi.InFlight++
 				continue
+			case s.keyed(pd.Key) && ps.keys[pd.Key].head != pd.Offset:
+				continue // held: counted in Held
 			case pd.Deliveries == 0:
 				pi.Delayed++
 			default:
@@ -300,6 +318,50 @@ func (s *Sub) Info() Info {
 		info.InFlight += pi.InFlight
 		info.Waiting += pi.Waiting
 		info.Delayed += pi.Delayed
+		info.Held += pi.Held
+		info.Parked += pi.Parked
 	}
 	return info
+}
+
+// ParkedKey is a key whose oldest pending message failed and waits for its retry;
+// its later messages wait behind it.
+type ParkedKey struct {
+	Partition  int
+	Key        string
+	Offset     int64 // the failing message
+	Deliveries int
+	NotBefore  int64 // unix ms of the next attempt
+	Held       int   // later messages of the key waiting
+	LastError  string
+}
+
+// ParkedKeys returns up to limit parked keys, oldest failing offset first.
+func (s *Sub) ParkedKeys(limit int) []ParkedKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []ParkedKey
+	for i, ps := range s.state {
+		for k, ks := range ps.keys {
+			pd := ps.pend[ks.head]
+			if pd == nil || pd.lease != 0 || pd.Deliveries == 0 {
+				continue
+			}
+			pk := ParkedKey{Partition: i, Key: k, Offset: pd.Offset, Deliveries: pd.Deliveries, NotBefore: pd.NotBefore, Held: len(ks.queue)}
+			if n := len(pd.Attempts); n > 0 {
+				pk.LastError = pd.Attempts[n-1].Error
+			}
+			out = append(out, pk)
+		}
+	}
+	slices.SortFunc(out, func(a, b ParkedKey) int {
+		if a.Partition != b.Partition {
+			return a.Partition - b.Partition
+		}
+		return int(a.Offset - b.Offset)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
 }

@@ -19,6 +19,9 @@ type pending struct {
 	NotBefore  int64     `json:"not_before,omitempty"` // unix ms: not redelivered before
 	Attempts   []Attempt `json:"attempts,omitempty"`
 
+	// Key is the message key, kept in key_ordered mode.
+	Key string `json:"key,omitempty"`
+
 	// In flight; never persisted: after a restart every lease has expired.
 	lease    uint64
 	consumer string
@@ -30,11 +33,54 @@ type partState struct {
 	floor int64
 	next  int64
 	pend  map[int64]*pending
-	retry timeHeap // pending messages not in flight, by NotBefore
+	retry timeHeap // pending messages not in flight, by NotBefore (key_ordered: heads only)
+
+	// key_ordered: every key with a pending message, and how many pending messages
+	// wait behind their key's head.
+	keys map[string]*keyState
+	held int
+}
+
+// keyState is a key's pending messages in key_ordered mode: the head, the only one
+// that may be delivered, and the offsets waiting behind it, in order.
+type keyState struct {
+	head  int64
+	queue []int64
 }
 
 func newPartState(start int64) *partState {
-	return &partState{floor: start, next: start, pend: map[int64]*pending{}}
+	return &partState{floor: start, next: start, pend: map[int64]*pending{}, keys: map[string]*keyState{}}
+}
+
+// settleKey removes off from its key's state and returns the key's new head, if
+// one was waiting behind it.
+func (ps *partState) settleKey(key string, off int64) (*pending, bool) {
+	ks := ps.keys[key]
+	if ks == nil {
+		return nil, false
+	}
+	if ks.head != off {
+		// Settled from the queue (a seek or a dead-lettering of a held message).
+		for i, q := range ks.queue {
+			if q == off {
+				ks.queue = append(ks.queue[:i], ks.queue[i+1:]...)
+				ps.held--
+				break
+			}
+		}
+		return nil, false
+	}
+	for len(ks.queue) > 0 {
+		next := ks.queue[0]
+		ks.queue = ks.queue[1:]
+		ps.held--
+		if pd := ps.pend[next]; pd != nil {
+			ks.head = next
+			return pd, true
+		}
+	}
+	delete(ps.keys, key)
+	return nil, false
 }
 
 // advance moves the floor past every done offset.

@@ -221,10 +221,13 @@ func (s *Sub) apply(e event) {
 		}
 		pd := ps.pend[e.offset]
 		if pd == nil {
-			pd = &pending{Offset: e.offset}
+			pd = &pending{Offset: e.offset, Key: e.key}
 			ps.pend[e.offset] = pd
 		}
 		pd.Deliveries = e.deliveries
+		if s.keyed(e.key) && ps.keys[e.key] == nil {
+			ps.keys[e.key] = &keyState{head: e.offset}
+		}
 	case evRetry:
 		if pd := ps.pend[e.offset]; pd != nil {
 			pd.NotBefore = e.notBefore
@@ -234,18 +237,30 @@ func (s *Sub) apply(e event) {
 		if e.offset >= ps.next {
 			ps.next = e.offset + 1
 		}
-		ps.pend[e.offset] = &pending{Offset: e.offset, NotBefore: e.notBefore}
+		pd := &pending{Offset: e.offset, NotBefore: e.notBefore, Key: e.key}
+		ps.pend[e.offset] = pd
+		s.enqueueKey(ps, e.partition, pd, false)
+	case evHold:
+		if e.offset >= ps.next {
+			ps.next = e.offset + 1
+		}
+		pd := &pending{Offset: e.offset, Key: e.key}
+		ps.pend[e.offset] = pd
+		s.enqueueKey(ps, e.partition, pd, false)
 	case evSeek:
 		for _, pd := range ps.pend {
 			s.releaseLocked(pd)
 		}
 		clear(ps.pend)
-		ps.retry = nil
+		clear(ps.keys)
+		ps.retry, ps.held = nil, 0
 		ps.floor, ps.next = e.offset, e.offset
 	case evRedrive:
 		if ps.pend[e.offset] == nil && e.offset < ps.next {
-			ps.pend[e.offset] = &pending{Offset: e.offset}
+			pd := &pending{Offset: e.offset, Key: e.key}
+			ps.pend[e.offset] = pd
 			ps.floor = min(ps.floor, e.offset)
+			s.enqueueKey(ps, e.partition, pd, true)
 		}
 		s.redriven[e.dlqOffset] = true
 	case evPurge:
@@ -256,12 +271,42 @@ func (s *Sub) apply(e event) {
 			}
 		}
 	case evAck, evDead:
+		if pd := ps.pend[e.offset]; pd != nil && s.keyed(pd.Key) {
+			if head, ok := ps.settleKey(pd.Key, e.offset); ok {
+				ps.retry.push(timeItem{at: head.NotBefore, partition: e.partition, offset: head.Offset})
+			}
+		}
 		delete(ps.pend, e.offset)
 		if e.kind == evDead {
 			s.deadN++
 		}
 		ps.advance()
 	}
+}
+
+// keyed reports whether messages with this key are ordered.
+func (s *Sub) keyed(key string) bool { return s.cfg.Mode == ModeKeyOrdered && key != "" }
+
+// enqueueKey places a pending message that is not delivered yet: as its key's
+// head (eligible: on the retry heap) when the key has none, else behind the head
+// (at the front with first, for a redriven message, which is older than the rest).
+func (s *Sub) enqueueKey(ps *partState, part int, pd *pending, first bool) {
+	if !s.keyed(pd.Key) {
+		ps.retry.push(timeItem{at: pd.NotBefore, partition: part, offset: pd.Offset})
+		return
+	}
+	ks := ps.keys[pd.Key]
+	if ks == nil {
+		ps.keys[pd.Key] = &keyState{head: pd.Offset}
+		ps.retry.push(timeItem{at: pd.NotBefore, partition: part, offset: pd.Offset})
+		return
+	}
+	if first {
+		ks.queue = append([]int64{pd.Offset}, ks.queue...)
+	} else {
+		ks.queue = append(ks.queue, pd.Offset)
+	}
+	ps.held++
 }
 
 // Fetch returns up to limit deliveries for consumer, waiting until at least one is
