@@ -33,6 +33,8 @@ type Client interface {
 	Subscription(ctx context.Context, stream, name string) (SubscriptionInfo, error)
 	// SeekSubscription moves a subscription to a position in every partition.
 	SeekSubscription(ctx context.Context, stream, name string, to StartAt) error
+	// ParkedKeys lists a key_ordered subscription's parked keys.
+	ParkedKeys(ctx context.Context, stream, subscription string, limit int) ([]ParkedKey, error)
 	// DeadLetters lists a subscription's dead letters.
 	DeadLetters(ctx context.Context, stream, subscription string, q DeadLetterQuery) ([]DeadLetter, int64, error)
 	// RedriveDeadLetters puts dead letters back into their subscription.

@@ -127,8 +127,12 @@ type SubscriptionInfo struct {
 	Waiting  int   `json:"waiting"`
 	// Delayed counts messages held back until their DeliverAt time; NextDue is
 	// when the next waiting or delayed message is due (zero when none waits).
-	Delayed      int                     `json:"delayed"`
-	NextDue      time.Time               `json:"next_due"`
+	Delayed int       `json:"delayed"`
+	NextDue time.Time `json:"next_due"`
+	// Held counts messages waiting behind an earlier one of their key, Parked the
+	// keys whose oldest message failed and waits for a retry (KeyOrderedMode).
+	Held         int                     `json:"held"`
+	Parked       int                     `json:"parked"`
 	DeadLettered int64                   `json:"dead_lettered"`
 	Partitions   []SubscriptionPartition `json:"partitions"`
 }
@@ -376,7 +380,7 @@ func (b *Broker) lookupSub(streamName, name string) (*subState, error) {
 func (st *subState) info(stream string) SubscriptionInfo {
 	in := st.sub.Info()
 	out := SubscriptionInfo{Stream: stream, Config: st.cfg, Backlog: in.Backlog, InFlight: in.InFlight,
-		Waiting: in.Waiting, Delayed: in.Delayed, DeadLettered: in.DeadLettered}
+		Waiting: in.Waiting, Delayed: in.Delayed, Held: in.Held, Parked: in.Parked, DeadLettered: in.DeadLettered}
 	if in.HasNextDue {
 		out.NextDue = time.UnixMilli(in.NextDue)
 	}
@@ -420,4 +424,23 @@ func (b *Broker) SeekSubscription(ctx context.Context, streamName, name string, 
 		}
 	}
 	return nil
+}
+
+// ParkedKey is a key whose oldest pending message failed and waits for its retry,
+// with the later messages of the key waiting behind it (KeyOrderedMode).
+type ParkedKey = subscription.ParkedKey
+
+// MaxParkedKeysList bounds ParkedKeys.
+const MaxParkedKeysList = 10000
+
+// ParkedKeys lists up to limit parked keys of a subscription.
+func (b *Broker) ParkedKeys(ctx context.Context, streamName, name string, limit int) ([]ParkedKey, error) {
+	if limit < 1 || limit > MaxParkedKeysList {
+		return nil, invalid("limit", "%d outside [1, %d]", limit, MaxParkedKeysList)
+	}
+	st, err := b.lookupSub(streamName, name)
+	if err != nil {
+		return nil, err
+	}
+	return st.sub.ParkedKeys(limit), nil
 }
