@@ -354,3 +354,58 @@ func TestReaderEndsWhenStreamDeletedOrBrokerClosed(t *testing.T) {
 		t.Fatalf("reader after broker close: %v", err)
 	}
 }
+
+func TestSubscribeLiveFollowsEveryPartition(t *testing.T) {
+	f := setup(t)
+	f.create(StreamConfig{Name: "ticks", Partitions: 3})
+	if _, err := f.b.Publish(f.ctx, "ticks", Message{Body: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	live, err := f.b.SubscribeLive(f.ctx, "ticks", LiveConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	from0 := Earliest()
+	all, err := f.b.SubscribeLive(f.ctx, "ticks", LiveConfig{Start: &from0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	got := make(chan string, 10)
+	go func() {
+		for range 6 {
+			rec, err := live.Next(f.ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- string(rec.Body)
+		}
+	}()
+	for i := range 6 {
+		if _, err := f.b.Publish(f.ctx, "ticks", Message{Body: []byte(fmt.Sprint(i)), Partition: ToPartition(i % 3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for range 6 {
+		seen[<-got] = true
+	}
+	if len(seen) != 6 || seen["old"] {
+		t.Fatalf("live subscriber saw %v", seen)
+	}
+	n := 0
+	for range 7 {
+		if _, err := all.Next(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	// Nothing more: Next waits until its context ends.
+	ctx, cancel := context.WithTimeout(f.ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := all.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("at the end: %v", err)
+	}
+}

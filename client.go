@@ -22,6 +22,8 @@ type Client interface {
 	PublishBatch(ctx context.Context, stream string, msgs []Message) ([]Position, error)
 	// NewReader opens a reader on one partition of a stream.
 	NewReader(ctx context.Context, stream string, cfg ReaderConfig) (Reader, error)
+	// SubscribeLive opens a live, non-durable subscription to every partition.
+	SubscribeLive(ctx context.Context, stream string, cfg LiveConfig) (Reader, error)
 	// CreateSubscription creates a durable subscription (and its dead-letter
 	// stream) on a stream.
 	CreateSubscription(ctx context.Context, stream string, cfg SubscriptionConfig) (SubscriptionInfo, error)

@@ -126,8 +126,24 @@ func (r *partitionReader) Close() error {
 
 func (r *partitionReader) Next(ctx context.Context) (Record, error) {
 	for {
+		rec, ok, err := r.poll()
+		if err != nil || ok {
+			return rec, err
+		}
+		if _, err := r.log.Wait(ctx, r.off); err != nil {
+			if errors.Is(err, logstore.ErrClosed) {
+				return Record{}, r.wrap(r.closedErr(err))
+			}
+			return Record{}, err
+		}
+	}
+}
+
+// poll returns the next record if one is stored, without waiting.
+func (r *partitionReader) poll() (Record, bool, error) {
+	for {
 		if r.closed {
-			return Record{}, ErrClosed
+			return Record{}, false, ErrClosed
 		}
 		if r.inBatch {
 			if r.it.Next() {
@@ -136,11 +152,11 @@ func (r *partitionReader) Next(ctx context.Context) (Record, error) {
 					continue
 				}
 				r.off = rec.Offset + 1
-				return r.record(rec), nil
+				return r.record(rec), true, nil
 			}
 			r.inBatch = false
 			if err := r.it.Err(); err != nil {
-				return Record{}, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
+				return Record{}, false, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
 			}
 		}
 		if len(r.data) > 0 {
@@ -150,20 +166,21 @@ func (r *partitionReader) Next(ctx context.Context) (Record, error) {
 			}
 			if err != nil {
 				r.data = nil
-				return Record{}, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
+				return Record{}, false, r.wrap(fmt.Errorf("%w: %w", ErrCorrupt, err))
 			}
 			r.data = r.data[size:]
 			r.inBatch = true
 			continue
 		}
-		if err := r.fill(ctx); err != nil {
-			return Record{}, err
+		ok, err := r.readMore()
+		if err != nil || !ok {
+			return Record{}, false, err
 		}
 	}
 }
 
-// fill fetches the next batches, waiting for new data at the end of the log.
-func (r *partitionReader) fill(ctx context.Context) error {
+// readMore reads the next batches into r.data; false means the reader is at the end.
+func (r *partitionReader) readMore() (bool, error) {
 	for {
 		// A fresh buffer each time: the records handed out alias it.
 		data, _, err := r.log.Read(r.off, r.fetch, nil)
@@ -174,23 +191,15 @@ func (r *partitionReader) fill(ctx context.Context) error {
 				r.off = start // removed by retention
 				continue
 			case r.off > hw:
-				return r.wrap(err)
+				return false, r.wrap(err)
 			}
 			continue
 		}
 		if err != nil {
-			return r.wrap(r.closedErr(err))
+			return false, r.wrap(r.closedErr(err))
 		}
-		if len(data) > 0 {
-			r.data = data
-			return nil
-		}
-		if _, err := r.log.Wait(ctx, r.off); err != nil {
-			if errors.Is(err, logstore.ErrClosed) {
-				return r.wrap(r.closedErr(err))
-			}
-			return err
-		}
+		r.data = data
+		return len(data) > 0, nil
 	}
 }
 
