@@ -40,6 +40,8 @@ type Broker struct {
 	closed   bool
 	delSeq   atomic.Int64
 
+	sched *scheduler
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -89,8 +91,14 @@ func Open(dir string, opts *Options) (*Broker, error) {
 		b.unlock()
 		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
 	}
-	b.wg.Add(1)
+	if err := b.openSchedules(); err != nil {
+		b.closeStreams()
+		b.unlock()
+		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
+	}
+	b.wg.Add(2)
 	go b.retentionLoop()
+	go b.schedulerLoop()
 	return b, nil
 }
 

@@ -45,6 +45,14 @@ type Client interface {
 	PurgeDeadLetters(ctx context.Context, stream, subscription string) (int64, error)
 	// NewConsumer opens a consumer on a subscription.
 	NewConsumer(ctx context.Context, stream, subscription string, cfg ConsumerConfig) (Consumer, error)
+	// CreateSchedule creates a schedule that publishes a message periodically.
+	CreateSchedule(ctx context.Context, cfg ScheduleConfig) (ScheduleInfo, error)
+	// PauseSchedule pauses or resumes a schedule.
+	PauseSchedule(ctx context.Context, name string, paused bool) (ScheduleInfo, error)
+	// DeleteSchedule removes a schedule.
+	DeleteSchedule(ctx context.Context, name string) error
+	// ListSchedules lists every schedule with its next fire time.
+	ListSchedules(ctx context.Context) ([]ScheduleInfo, error)
 	// Close releases the client (for *Broker: stops the broker).
 	Close() error
 }
