@@ -14,12 +14,14 @@ import (
 
 const (
 	crashJobs    = "jobs"
-	crashWorkers = "workers"
+	crashWorkers = "workers" // queue mode
+	crashOrdered = "ordered" // key_ordered mode
 )
 
 // consumeChild publishes and consumes at once until it is killed: producers print
-// "P <id>" once a publish is acknowledged, consumers print "D <id>" for every
-// delivery and "A <id>" once its ack returned. One delivery in ten is nacked.
+// "P <id> <partition> <offset>" once a publish is acknowledged; consumers of two
+// subscriptions (queue and key_ordered) print "D <sub> <id>" for every delivery and
+// "A <sub> <id>" once its ack returned. One delivery in ten is nacked.
 func consumeChild(dir, run string) {
 	b, err := Open(dir, nil)
 	if err != nil {
@@ -31,16 +33,22 @@ func consumeChild(dir, run string) {
 		fmt.Fprintln(os.Stderr, "child create:", err)
 		os.Exit(2)
 	}
-	_, err = b.CreateSubscription(ctx, crashJobs, SubscriptionConfig{Name: crashWorkers, Lease: 300 * time.Millisecond,
-		MaxDeliveries: 1000, BackoffInitial: time.Millisecond, BackoffMax: 20 * time.Millisecond})
-	if err != nil && !errors.Is(err, ErrStreamExists) {
-		fmt.Fprintln(os.Stderr, "child subscribe:", err)
-		os.Exit(2)
+	for _, mode := range []SubscriptionMode{QueueMode, KeyOrderedMode} {
+		name := crashWorkers
+		if mode == KeyOrderedMode {
+			name = crashOrdered
+		}
+		_, err = b.CreateSubscription(ctx, crashJobs, SubscriptionConfig{Name: name, Mode: mode, Lease: 300 * time.Millisecond,
+			MaxDeliveries: 1000, BackoffInitial: time.Millisecond, BackoffMax: 20 * time.Millisecond})
+		if err != nil && !errors.Is(err, ErrStreamExists) {
+			fmt.Fprintln(os.Stderr, "child subscribe:", err)
+			os.Exit(2)
+		}
 	}
 	var out sync.Mutex
-	say := func(kind, id string) {
+	say := func(line string) {
 		out.Lock()
-		os.Stdout.WriteString(kind + " " + id + "\n")
+		os.Stdout.WriteString(line + "\n")
 		out.Unlock()
 	}
 	os.Stdout.WriteString("ready\n")
@@ -48,15 +56,20 @@ func consumeChild(dir, run string) {
 		go func() {
 			for n := 0; ; n++ {
 				id := fmt.Sprintf("r%s-p%d-%d", run, p, n)
-				if _, err := b.Publish(ctx, crashJobs, Message{Key: []byte(id), Body: []byte(id)}); err == nil {
-					say("P", id)
+				pos, err := b.Publish(ctx, crashJobs, Message{Key: []byte(fmt.Sprintf("k%d", n%16)), Body: []byte(id)})
+				if err == nil {
+					say(fmt.Sprintf("P %s %d %d", id, pos.Partition, pos.Offset))
 				}
 			}
 		}()
 	}
-	for w := range 4 {
+	for w := range 6 {
+		sub := crashWorkers
+		if w%2 == 1 {
+			sub = crashOrdered
+		}
 		go func() {
-			c, err := b.NewConsumer(ctx, crashJobs, crashWorkers, ConsumerConfig{Name: fmt.Sprintf("w%d", w), MaxInFlight: 32})
+			c, err := b.NewConsumer(ctx, crashJobs, sub, ConsumerConfig{Name: fmt.Sprintf("w%d", w), MaxInFlight: 32})
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "child consumer:", err)
 				os.Exit(2)
@@ -68,13 +81,13 @@ func consumeChild(dir, run string) {
 					continue
 				}
 				for _, d := range ds {
-					say("D", string(d.Body))
+					say("D " + sub + " " + string(d.Body))
 					if rng.IntN(10) == 0 {
 						c.Nack(ctx, d, NackOptions{Reason: "flaky"})
 						continue
 					}
 					if c.Ack(ctx, d) == nil {
-						say("A", string(d.Body))
+						say("A " + sub + " " + string(d.Body))
 					}
 				}
 			}
@@ -83,21 +96,54 @@ func consumeChild(dir, run string) {
 	select {}
 }
 
-func TestCrashKill9SubscriptionDeliversEverythingAndNoAckedMessageReturns(t *testing.T) {
+func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	published := map[string]bool{}
-	delivered := map[string]int{}
-	acked := map[string]bool{}
+	type pos struct {
+		key  string
+		part int
+		off  int64
+	}
+	published := map[string]pos{}
+	subs := []string{crashWorkers, crashOrdered}
+	delivered := map[string]map[string]int{}
+	acked := map[string]map[string]bool{}
+	maxAcked := map[string]int64{} // key_ordered: per partition/key, the highest offset acked
+	for _, s := range subs {
+		delivered[s], acked[s] = map[string]int{}, map[string]bool{}
+	}
 	violations := 0
-	onDelivery := func(id string) {
-		if acked[id] {
-			violations++
-			if violations <= 5 {
-				t.Errorf("message %s delivered again after its ack", id)
+	violate := func(format string, args ...any) {
+		violations++
+		if violations <= 5 {
+			t.Errorf(format, args...)
+		}
+	}
+	keyOf := func(id string) string {
+		var r, p, n int
+		fmt.Sscanf(id, "r%d-p%d-%d", &r, &p, &n)
+		return fmt.Sprintf("k%d", n%16)
+	}
+	onDelivery := func(sub, id string) {
+		if acked[sub][id] {
+			violate("%s: message %s delivered again after its ack", sub, id)
+		}
+		if sub == crashOrdered {
+			if p, ok := published[id]; ok {
+				k := fmt.Sprintf("%d/%s", p.part, keyOf(id))
+				if m, ok := maxAcked[k]; ok && m > p.off {
+					violate("key %s: offset %d delivered after offset %d was acked", k, p.off, m)
+				}
 			}
 		}
-		delivered[id]++
+		delivered[sub][id]++
+	}
+	onAck := func(sub, id string) {
+		acked[sub][id] = true
+		if p, ok := published[id]; ok && sub == crashOrdered {
+			k := fmt.Sprintf("%d/%s", p.part, keyOf(id))
+			maxAcked[k] = max(maxAcked[k], p.off)
+		}
 	}
 	kills := 8
 	if testing.Short() {
@@ -105,17 +151,16 @@ func TestCrashKill9SubscriptionDeliversEverythingAndNoAckedMessageReturns(t *tes
 	}
 	for run := range kills {
 		runChild(t, dir, "consume", run, time.Duration(100+rng.IntN(400))*time.Millisecond, func(l string) {
-			kind, id, ok := strings.Cut(l, " ")
-			if !ok {
-				t.Fatalf("child wrote %q", l)
-			}
-			switch kind {
-			case "P":
-				published[id] = true
-			case "D":
-				onDelivery(id)
-			case "A":
-				acked[id] = true
+			f := strings.Fields(l)
+			switch {
+			case len(f) == 4 && f[0] == "P":
+				var p pos
+				fmt.Sscanf(f[2]+" "+f[3], "%d %d", &p.part, &p.off)
+				published[f[1]] = p
+			case len(f) == 3 && f[0] == "D":
+				onDelivery(f[1], f[2])
+			case len(f) == 3 && f[0] == "A":
+				onAck(f[1], f[2])
 			default:
 				t.Fatalf("child wrote %q", l)
 			}
@@ -129,52 +174,58 @@ func TestCrashKill9SubscriptionDeliversEverythingAndNoAckedMessageReturns(t *tes
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := b.NewConsumer(ctx, crashJobs, crashWorkers, ConsumerConfig{MaxInFlight: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		info, err := b.Subscription(ctx, crashJobs, crashWorkers)
+	for _, sub := range subs {
+		c, err := b.NewConsumer(ctx, crashJobs, sub, ConsumerConfig{MaxInFlight: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Backlog == 0 {
-			if info.DeadLettered != 0 {
-				t.Fatalf("%d messages dead-lettered with a delivery limit of 1000", info.DeadLettered)
-			}
-			break
-		}
-		ds, err := c.Fetch(ctx, MaxFetch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range ds {
-			onDelivery(string(d.Body))
-			if err := c.Ack(ctx, d); err != nil {
+		for {
+			info, err := b.Subscription(ctx, crashJobs, sub)
+			if err != nil {
 				t.Fatal(err)
 			}
-			acked[string(d.Body)] = true
-		}
-	}
-	missing := 0
-	for id := range published {
-		if delivered[id] == 0 {
-			if missing < 5 {
-				t.Errorf("acknowledged publish %s never delivered", id)
+			if info.Backlog == 0 {
+				if info.DeadLettered != 0 {
+					t.Fatalf("%s: %d messages dead-lettered with a delivery limit of 1000", sub, info.DeadLettered)
+				}
+				break
 			}
-			missing++
+			ds, err := c.Fetch(ctx, MaxFetch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range ds {
+				onDelivery(sub, string(d.Body))
+				if err := c.Ack(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+				onAck(sub, string(d.Body))
+			}
 		}
 	}
-	dups := 0
-	for _, n := range delivered {
-		if n > 1 {
-			dups++
+	for _, sub := range subs {
+		missing, dups := 0, 0
+		for id := range published {
+			if delivered[sub][id] == 0 {
+				if missing < 5 {
+					t.Errorf("%s: acknowledged publish %s never delivered", sub, id)
+				}
+				missing++
+			}
+		}
+		for _, n := range delivered[sub] {
+			if n > 1 {
+				dups++
+			}
+		}
+		t.Logf("%s: %d kills, %d published, %d delivered (%d more than once: nacks, expired leases, crashes), %d acked",
+			sub, kills, len(published), len(delivered[sub]), dups, len(acked[sub]))
+		if missing > 0 {
+			t.Fatalf("%s: %d acknowledged publishes never delivered", sub, missing)
 		}
 	}
-	t.Logf("%d kills: %d published, %d delivered (%d more than once: nacks, expired leases and crashes), %d acked",
-		kills, len(published), len(delivered), dups, len(acked))
-	if missing > 0 || violations > 0 {
-		t.Fatalf("%d acknowledged publishes never delivered, %d acked messages delivered again", missing, violations)
+	if violations > 0 {
+		t.Fatalf("%d violations", violations)
 	}
 	if len(published) < 200 {
 		t.Fatalf("only %d messages published: the test did not exercise the broker", len(published))
