@@ -61,11 +61,26 @@ type StreamConfig struct {
 	SegmentBytes int64 `json:"segment_bytes"`
 }
 
+// RetentionPolicy says when messages may be removed besides the bounds.
+type RetentionPolicy string
+
+const (
+	// RetainLimits keeps messages until the age, size or count bounds remove them,
+	// whatever subscriptions did with them: a log that can be replayed. The default.
+	RetainLimits RetentionPolicy = "limits"
+	// RetainWork also removes messages once every subscription of the stream has
+	// settled them (acknowledged or dead-lettered): a work queue whose space is
+	// reclaimed as work is done. Whole segments are removed, so up to a segment of
+	// settled messages stays. A stream without subscriptions keeps its messages.
+	RetainWork RetentionPolicy = "work"
+)
+
 // Retention bounds what a stream keeps, per partition for bytes and messages.
 type Retention struct {
-	MaxAge      time.Duration `json:"max_age"`
-	MaxBytes    int64         `json:"max_bytes"`
-	MaxMessages int64         `json:"max_messages"`
+	Policy      RetentionPolicy `json:"policy,omitempty"`
+	MaxAge      time.Duration   `json:"max_age"`
+	MaxBytes    int64           `json:"max_bytes"`
+	MaxMessages int64           `json:"max_messages"`
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -110,6 +125,8 @@ func (c StreamConfig) Validate() error {
 		return invalid("StreamConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", d.Name, MaxStreamNameLen)
 	case d.Partitions < 1 || d.Partitions > MaxPartitions:
 		return invalid("StreamConfig.Partitions", "%d outside [1, MaxPartitions=%d]", d.Partitions, MaxPartitions)
+	case d.Retention.Policy != "" && d.Retention.Policy != RetainLimits && d.Retention.Policy != RetainWork:
+		return invalid("StreamConfig.Retention.Policy", "%q is not one of limits, work", d.Retention.Policy)
 	case d.Retention.MaxAge < 0:
 		return invalid("StreamConfig.Retention.MaxAge", "%v is negative", d.Retention.MaxAge)
 	case d.Retention.MaxBytes < 0:
@@ -139,6 +156,7 @@ func (c StreamConfig) syncPolicy() logstore.SyncPolicy {
 }
 
 func (r Retention) internal() logstore.Retention {
+	// Policy is applied by the broker (DoneBefore), not by the log.
 	return logstore.Retention{MaxAge: r.MaxAge, MaxBytes: r.MaxBytes, MaxMessages: r.MaxMessages}
 }
 

@@ -302,3 +302,51 @@ func TestDeadLetterBrowseRedrivePurge(t *testing.T) {
 		t.Fatalf("after purge: %d", len(gone))
 	}
 }
+
+func TestWorkRetentionReclaimsSettledMessages(t *testing.T) {
+	clk := &testClock{t: time.UnixMilli(1_700_000_000_000)}
+	ctx := context.Background()
+	b := openWithClock(t, t.TempDir(), clk)
+	defer b.Close()
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "tasks", SegmentBytes: 4096, Retention: Retention{Policy: RetainWork}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "bad", Retention: Retention{Policy: "sometimes"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("unknown policy: %v", err)
+	}
+	for i := range 500 {
+		b.Publish(ctx, "tasks", Message{Body: make([]byte, 100), Key: []byte(fmt.Sprint(i))})
+	}
+	b.applyRetention()
+	if info, _ := b.Stream(ctx, "tasks"); info.Messages != 500 {
+		t.Fatalf("without subscriptions a work stream keeps its messages: %d", info.Messages)
+	}
+	b.CreateSubscription(ctx, "tasks", SubscriptionConfig{Name: "fast"})
+	b.CreateSubscription(ctx, "tasks", SubscriptionConfig{Name: "slow"})
+	settle := func(sub string, n int) {
+		c, _ := b.NewConsumer(ctx, "tasks", sub, ConsumerConfig{MaxInFlight: 1000})
+		for done := 0; done < n; {
+			ds := fetchSoon(t, c, min(1000, n-done))
+			for _, d := range ds {
+				if err := c.Ack(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done += len(ds)
+		}
+	}
+	settle("fast", 500)
+	settle("slow", 200)
+	b.applyRetention()
+	info, _ := b.Stream(ctx, "tasks")
+	start := info.Partitions[0].StartOffset
+	if start == 0 || start > 200 {
+		t.Fatalf("after the slow subscription settled 200: start offset %d, want in (0, 200]", start)
+	}
+	settle("slow", 300)
+	b.applyRetention()
+	info, _ = b.Stream(ctx, "tasks")
+	if info.Partitions[0].StartOffset <= start || info.Partitions[0].Segments > 2 {
+		t.Fatalf("after everything settled: %+v", info.Partitions[0])
+	}
+}

@@ -15,6 +15,9 @@ type Retention struct {
 	MaxBytes int64
 	// MaxMessages removes the oldest segment while the rest still hold MaxMessages.
 	MaxMessages int64
+	// DoneBefore removes every segment whose messages all lie before this offset
+	// (work-queue retention: everything before it is settled). Zero is no bound.
+	DoneBefore int64
 }
 
 // ApplyRetention removes the oldest sealed segments that r no longer keeps and
@@ -43,7 +46,8 @@ func (p *Partition) ApplyRetention(r Retention, now time.Time) (int, error) {
 		// Without s the partition still holds at least the bound.
 		tooBig := r.MaxBytes > 0 && bytes-size >= r.MaxBytes
 		tooMany := r.MaxMessages > 0 && messages-count >= r.MaxMessages
-		if !expired && !tooBig && !tooMany {
+		done := r.DoneBefore > 0 && s.base+count <= r.DoneBefore
+		if !expired && !tooBig && !tooMany && !done {
 			break
 		}
 		p.segs = p.segs[1:]
