@@ -131,10 +131,15 @@ type SubscriptionInfo struct {
 	NextDue time.Time `json:"next_due"`
 	// Held counts messages waiting behind an earlier one of their key, Parked the
 	// keys whose oldest message failed and waits for a retry (KeyOrderedMode).
-	Held         int                     `json:"held"`
-	Parked       int                     `json:"parked"`
-	DeadLettered int64                   `json:"dead_lettered"`
-	Partitions   []SubscriptionPartition `json:"partitions"`
+	Held   int `json:"held"`
+	Parked int `json:"parked"`
+	// Redeliveries counts deliveries after the first since the broker started.
+	Redeliveries int64 `json:"redeliveries"`
+	// OldestUnsettled is the time of the oldest message not yet settled (zero when
+	// none): the backlog's age.
+	OldestUnsettled time.Time               `json:"oldest_unsettled"`
+	DeadLettered    int64                   `json:"dead_lettered"`
+	Partitions      []SubscriptionPartition `json:"partitions"`
 }
 
 // SubscriptionPartition is a subscription's position in one partition.
@@ -383,6 +388,10 @@ func (st *subState) info(stream string) SubscriptionInfo {
 		Waiting: in.Waiting, Delayed: in.Delayed, Held: in.Held, Parked: in.Parked, DeadLettered: in.DeadLettered}
 	if in.HasNextDue {
 		out.NextDue = time.UnixMilli(in.NextDue)
+	}
+	out.Redeliveries = in.Redeliveries
+	if in.HasOldest {
+		out.OldestUnsettled = time.UnixMilli(in.OldestUnsettled)
 	}
 	for i, p := range in.Partitions {
 		out.Partitions = append(out.Partitions, SubscriptionPartition{ID: i, Floor: p.Floor, Next: p.Next, Backlog: p.Backlog})

@@ -213,7 +213,7 @@ func TestDeliverAtAndSeekThroughTheBroker(t *testing.T) {
 	}
 	c.Ack(ctx, ds[0])
 	info, _ := b.Subscription(ctx, "alerts", "eval")
-	if info.Delayed != 1 || !info.NextDue.Equal(clk.now().Add(24*time.Hour)) {
+	if info.Delayed != 1 || !info.NextDue.Equal(clk.now().Add(24*time.Hour)) || !info.OldestUnsettled.Equal(clk.now()) {
 		t.Fatalf("info: %+v", info)
 	}
 	clk.advance(24 * time.Hour)

@@ -55,6 +55,9 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 				return nil, err
 			}
 			out = append(out, delivery(i, &rec, pd.Deliveries+1))
+			if pd.Deliveries > 0 {
+				s.redeliveries++
+			}
 			evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
 		}
 		busy := map[string]bool{} // keys that got a head in this round (key_ordered)

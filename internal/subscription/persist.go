@@ -275,6 +275,12 @@ type Info struct {
 	Held         int
 	Parked       int
 	DeadLettered int64
+	// Redeliveries counts deliveries after the first, since the subscription opened.
+	Redeliveries int64
+	// OldestUnsettled is the time (unix ms) of the oldest message not yet settled;
+	// HasOldest is false when every message is settled.
+	OldestUnsettled int64
+	HasOldest       bool
 	// NextDue is when the next waiting or delayed message becomes due (unix ms;
 	// it may be past). HasNextDue is false when none waits.
 	NextDue    int64
@@ -285,13 +291,18 @@ type Info struct {
 func (s *Sub) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	info := Info{Config: s.cfg, DeadLettered: s.deadN}
+	info := Info{Config: s.cfg, DeadLettered: s.deadN, Redeliveries: s.redeliveries}
 	parts := s.parts()
 	for i, log := range parts {
 		ps := s.partLocked(i)
 		pi := PartitionInfo{Floor: ps.floor, Next: ps.next}
 		pi.Backlog = max(0, log.HighWatermark()-ps.next) + int64(len(ps.pend))
 		pi.Held = ps.held
+		if ps.floor < log.HighWatermark() {
+			if rec, err := s.readOne(i, ps.floor); err == nil && (!info.HasOldest || rec.Timestamp < info.OldestUnsettled) {
+				info.OldestUnsettled, info.HasOldest = rec.Timestamp, true
+			}
+		}
 		for _, ks := range ps.keys {
 			if pd := ps.pend[ks.head]; pd != nil && pd.lease == 0 && pd.Deliveries > 0 {
 				pi.Parked++

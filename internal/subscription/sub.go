@@ -78,21 +78,22 @@ type Sub struct {
 	log     *slog.Logger
 	journal *logstore.Partition
 
-	mu       sync.Mutex
-	gen      int
-	state    []*partState
-	leases   timeHeap // in-flight deliveries by deadline
-	leaseSeq uint64
-	inflight map[string]int // per consumer
-	deadN    int64
-	dlqStart int64          // dead letters before this offset were purged
-	redriven map[int64]bool // dead letters (by offset) already redriven
-	events   int            // journaled since the last compaction
-	rr       int
-	failure  error
-	closed   bool
-	changed  chan struct{} // closed and replaced on every change
-	watching int           // partitions with a watcher
+	mu           sync.Mutex
+	gen          int
+	state        []*partState
+	leases       timeHeap // in-flight deliveries by deadline
+	leaseSeq     uint64
+	inflight     map[string]int // per consumer
+	deadN        int64
+	redeliveries int64
+	dlqStart     int64          // dead letters before this offset were purged
+	redriven     map[int64]bool // dead letters (by offset) already redriven
+	events       int            // journaled since the last compaction
+	rr           int
+	failure      error
+	closed       bool
+	changed      chan struct{} // closed and replaced on every change
+	watching     int           // partitions with a watcher
 
 	stop chan struct{}
 	wg   sync.WaitGroup
