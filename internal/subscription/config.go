@@ -17,6 +17,21 @@ const (
 	// messages wait) while every other key flows. Messages without a key are not
 	// ordered.
 	ModeKeyOrdered Mode = "key_ordered"
+	// ModePartitioned: the consumer-group model. The stream's partitions are
+	// assigned to the live consumers (members); each member gets the messages of
+	// its partitions in offset order (several may be in flight, in order) and a
+	// failed one holds back the rest of its partition. Members are live while they
+	// fetch at least once per Session; when they come and go, partitions move with
+	// as little disruption as possible, and the new owner resumes at the first
+	// unsettled offset.
+	ModePartitioned Mode = "partitioned"
+)
+
+// Session limits for ModePartitioned.
+const (
+	DefaultSession = 10 * time.Second
+	MinSession     = 100 * time.Millisecond
+	MaxSession     = 5 * time.Minute
 )
 
 // MaxHeld bounds, per partition, the messages of key_ordered mode waiting behind
@@ -78,6 +93,9 @@ type Config struct {
 	// value in the upper half). Defaults 1 s and 5 min; limits [1 ms, 24 h].
 	BackoffInitial time.Duration `json:"backoff_initial"`
 	BackoffMax     time.Duration `json:"backoff_max"`
+	// Session is how long a member of a partitioned subscription stays in the
+	// group without fetching. Default 10 s; limits [100 ms, 5 min].
+	Session time.Duration `json:"session,omitempty"`
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -99,6 +117,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BackoffMax == 0 {
 		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.Session == 0 {
+		c.Session = DefaultSession
 	}
 	return c
 }
@@ -135,8 +156,10 @@ func (c Config) Validate() error {
 	switch {
 	case !ValidName(d.Name, MaxNameLen):
 		return fieldErr("SubscriptionConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", d.Name, MaxNameLen)
-	case d.Mode != ModeQueue && d.Mode != ModeKeyOrdered:
-		return fieldErr("SubscriptionConfig.Mode", "%q is not supported (supported: queue, key_ordered)", d.Mode)
+	case d.Mode != ModeQueue && d.Mode != ModeKeyOrdered && d.Mode != ModePartitioned:
+		return fieldErr("SubscriptionConfig.Mode", "%q is not one of queue, key_ordered, partitioned", d.Mode)
+	case d.Session < MinSession || d.Session > MaxSession:
+		return fieldErr("SubscriptionConfig.Session", "%v outside [%v, %v]", d.Session, MinSession, MaxSession)
 	case d.Start != StartEarliest && d.Start != StartLatest:
 		return fieldErr("SubscriptionConfig.Start", "%q is not one of earliest, latest", d.Start)
 	case d.Lease < MinLease || d.Lease > MaxLease:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,6 +28,16 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 		log := parts[i]
 		if start := log.StartOffset(); ps.floor < start {
 			s.dropBelowLocked(i, ps, start)
+		}
+		if s.cfg.Mode == ModePartitioned {
+			if s.owner(i) != consumer {
+				continue
+			}
+			var err error
+			if out, evs, err = s.dispatchOrderedLocked(ctx, i, ps, log, room, now, out, evs); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		for len(out) < room {
 			it, ok := ps.retry.peek()
@@ -60,45 +71,9 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 			}
 			evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
 		}
-		busy := map[string]bool{} // keys that got a head in this round (key_ordered)
-		holds := 0
-		for len(out) < room && ps.next < log.HighWatermark() && ps.held < MaxHeld {
-			data, _, err := log.Read(ps.next, fetchBytes, nil)
-			if err != nil {
-				return nil, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
-			}
-			next := ps.next
-			err = eachRecord(data, func(r *batch.Record) bool {
-				if r.Offset < next {
-					return true
-				}
-				next = r.Offset + 1
-				var key string
-				if s.cfg.Mode == ModeKeyOrdered {
-					key = string(r.Key)
-				}
-				if at, ok := deliverAt(r); ok && at > ms(now) {
-					evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at, key: key})
-					busy[key] = true
-					return true
-				}
-				if s.keyed(key) && (busy[key] || ps.keys[key] != nil) {
-					evs = append(evs, event{kind: evHold, partition: i, offset: r.Offset, key: key})
-					holds++
-					return ps.held+holds < MaxHeld
-				}
-				busy[key] = true
-				out = append(out, delivery(i, r, 1))
-				evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now), key: key})
-				return len(out) < room
-			})
-			if err != nil {
-				return nil, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
-			}
-			if next == ps.next {
-				break
-			}
-			ps.next = next // journalLocked re-applies this; set now so the loop moves on
+		var err error
+		if out, evs, err = s.readNewLocked(i, ps, log, room, now, out, evs); err != nil {
+			return nil, err
 		}
 	}
 	s.rr++
@@ -202,6 +177,9 @@ func (s *Sub) heldLocked(part int, off int64, lease uint64) (*pending, error) {
 	}
 	if pd.deadline <= ms(s.now()) {
 		return nil, fmt.Errorf("%w: lease %d on partition %d offset %d expired", ErrStaleLease, lease, part, off)
+	}
+	if _, member := s.grp.members[pd.consumer]; member {
+		s.grp.members[pd.consumer] = ms(s.now()) // settling shows a member is alive
 	}
 	return pd, nil
 }
@@ -323,4 +301,103 @@ func (s *Sub) PurgeDeadLetters(ctx context.Context, upTo int64) error {
 		return nil
 	}
 	return s.journalLocked(ctx, event{kind: evPurge, offset: upTo})
+}
+
+// readNewLocked delivers (or delays, or holds) messages from the partition's
+// cursor on, up to room deliveries in out.
+func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, now time.Time, out []Delivery, evs []event) ([]Delivery, []event, error) {
+	busy := map[string]bool{} // keys that got a head in this round (key_ordered)
+	holds := 0
+	stop := false
+	for !stop && len(out) < room && ps.next < log.HighWatermark() && ps.held < MaxHeld {
+		data, _, err := log.Read(ps.next, fetchBytes, nil)
+		if err != nil {
+			return out, evs, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
+		}
+		next := ps.next
+		err = eachRecord(data, func(r *batch.Record) bool {
+			if r.Offset < next {
+				return true
+			}
+			next = r.Offset + 1
+			var key string
+			if s.cfg.Mode == ModeKeyOrdered {
+				key = string(r.Key)
+			}
+			if at, ok := deliverAt(r); ok && at > ms(now) {
+				evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at, key: key})
+				busy[key] = true
+				// In partitioned mode a delayed message holds back the rest.
+				stop = s.cfg.Mode == ModePartitioned
+				return !stop
+			}
+			if s.keyed(key) && (busy[key] || ps.keys[key] != nil) {
+				evs = append(evs, event{kind: evHold, partition: i, offset: r.Offset, key: key})
+				holds++
+				return ps.held+holds < MaxHeld
+			}
+			busy[key] = true
+			out = append(out, delivery(i, r, 1))
+			evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now), key: key})
+			return len(out) < room
+		})
+		if err != nil {
+			return out, evs, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
+		}
+		if next == ps.next {
+			break
+		}
+		ps.next = next // journalLocked re-applies this; set now so the loop moves on
+	}
+	return out, evs, nil
+}
+
+// dispatchOrderedLocked serves one partition in partitioned mode: pending messages
+// strictly in offset order (one waiting for its retry holds back everything after
+// it), then new ones. Several may be in flight at once, in order.
+func (s *Sub) dispatchOrderedLocked(ctx context.Context, i int, ps *partState, log logstore.Log, room int, now time.Time, out []Delivery, evs []event) ([]Delivery, []event, error) {
+	for { // the retry heap only times wake-ups here
+		it, ok := ps.retry.peek()
+		if !ok || it.at > ms(now) {
+			break
+		}
+		ps.retry.pop()
+	}
+	offs := make([]int64, 0, len(ps.pend))
+	for off := range ps.pend {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	for _, off := range offs {
+		if len(out) >= room {
+			return out, evs, nil
+		}
+		pd := ps.pend[off]
+		if pd == nil || pd.lease != 0 {
+			continue
+		}
+		if pd.NotBefore > ms(now) {
+			return out, evs, nil // everything after it waits
+		}
+		if pd.Deliveries >= s.cfg.MaxDeliveries {
+			if err := s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries)); err != nil {
+				return out, evs, err
+			}
+			continue
+		}
+		rec, err := s.readOne(i, pd.Offset)
+		if errors.Is(err, logstore.ErrOutOfRange) {
+			s.dropBelowLocked(i, ps, log.StartOffset())
+			continue
+		}
+		if err != nil {
+			return out, evs, err
+		}
+		if pd.Deliveries > 0 {
+			s.redeliveries++
+		}
+		out = append(out, delivery(i, &rec, pd.Deliveries+1))
+		evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
+	}
+	return s.readNewLocked(i, ps, log, room, now, out, evs)
 }

@@ -98,6 +98,7 @@ func (s *Sub) recover() error {
 	if err := s.replay(); err != nil {
 		return err
 	}
+	s.grp.owners = make([]string, len(s.parts()))
 	// Every lease ended with the process: the eligible messages (all of them, or in
 	// key_ordered mode each key's head) go back on the retry heap.
 	for i, ps := range s.state {

@@ -93,6 +93,7 @@ type Sub struct {
 	failure      error
 	closed       bool
 	changed      chan struct{} // closed and replaced on every change
+	grp          group         // partitioned mode
 	watching     int           // partitions with a watcher
 
 	stop chan struct{}
@@ -119,7 +120,7 @@ func Open(o Options) (*Sub, error) {
 	}
 	s := &Sub{
 		cfg: cfg, dir: o.Dir, fs: o.FS, parts: o.Partitions, dead: o.DeadLetter, now: o.Now, log: o.Logger,
-		inflight: map[string]int{}, redriven: map[int64]bool{}, changed: make(chan struct{}), stop: make(chan struct{}),
+		inflight: map[string]int{}, redriven: map[int64]bool{}, grp: group{members: map[string]int64{}}, changed: make(chan struct{}), stop: make(chan struct{}),
 		leaseSeq: uint64(o.Now().UnixNano()),
 	}
 	if err := s.recover(); err != nil {
@@ -329,6 +330,8 @@ func (s *Sub) Fetch(ctx context.Context, consumer string, limit, maxInFlight int
 		}
 		s.watchLocked()
 		now := s.now()
+		s.touchLocked(consumer, now)
+		s.expireMembersLocked(now)
 		err := s.expireLocked(ctx, now)
 		var out []Delivery
 		if room := min(limit, maxInFlight-s.inflight[consumer]); err == nil && room > 0 {
@@ -345,8 +348,18 @@ func (s *Sub) Fetch(ctx context.Context, consumer string, limit, maxInFlight int
 		}
 		var timer *time.Timer
 		var tc <-chan time.Time
+		wait := time.Duration(-1)
 		if hasDue {
-			timer = time.NewTimer(max(time.UnixMilli(due).Sub(now), time.Millisecond))
+			wait = max(time.UnixMilli(due).Sub(now), time.Millisecond)
+		}
+		if s.cfg.Mode == ModePartitioned {
+			// A waiting member fetches again within its session to stay in the group.
+			if hb := s.cfg.Session / 3; wait < 0 || hb < wait {
+				wait = hb
+			}
+		}
+		if wait >= 0 {
+			timer = time.NewTimer(wait)
 			tc = timer.C
 		}
 		select {
@@ -371,6 +384,9 @@ func (s *Sub) nextDueLocked() (int64, bool) {
 		if r, rok := ps.retry.peek(); rok && (!ok || r.at < due.at) {
 			due, ok = r, true
 		}
+	}
+	if t, mok := s.nextMemberExpiry(); mok && (!ok || t < due.at) {
+		due, ok = timeItem{at: t}, true
 	}
 	return due.at, ok
 }
@@ -410,6 +426,10 @@ func (s *Sub) releaseLocked(pd *pending) string {
 // backoff), or dead-lettered once it has had MaxDeliveries.
 func (s *Sub) failLocked(ctx context.Context, part int, pd *pending, now time.Time, reason string, delay *time.Duration) error {
 	consumer := s.releaseLocked(pd)
+	if s.cfg.Mode == ModePartitioned {
+		// Order within the partition: what was handed out after it comes again after it.
+		s.revokeLocked(part, pd.Offset+1)
+	}
 	if pd.Deliveries >= s.cfg.MaxDeliveries {
 		pd.addAttempt(Attempt{At: ms(now), Consumer: consumer, Error: reason}, s.cfg.MaxDeliveries)
 		return s.deadLocked(ctx, part, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries))
