@@ -160,7 +160,11 @@ func (c *consumer) Extend(ctx context.Context, d Delivery, by time.Duration) (ti
 	return t, c.wrap("extend", err)
 }
 
+// Close leaves the group of a partitioned subscription at once, so that its
+// partitions move without waiting for the session to end.
 func (c *consumer) Close() error {
-	c.closed.Store(true)
+	if !c.closed.Swap(true) {
+		c.st.sub.Leave(c.cfg.Name)
+	}
 	return nil
 }

@@ -16,6 +16,7 @@ const (
 	crashJobs    = "jobs"
 	crashWorkers = "workers" // queue mode
 	crashOrdered = "ordered" // key_ordered mode
+	crashGroup   = "group"   // partitioned mode
 )
 
 // consumeChild publishes and consumes at once until it is killed: producers print
@@ -33,11 +34,8 @@ func consumeChild(dir, run string) {
 		fmt.Fprintln(os.Stderr, "child create:", err)
 		os.Exit(2)
 	}
-	for _, mode := range []SubscriptionMode{QueueMode, KeyOrderedMode} {
-		name := crashWorkers
-		if mode == KeyOrderedMode {
-			name = crashOrdered
-		}
+	names := map[SubscriptionMode]string{QueueMode: crashWorkers, KeyOrderedMode: crashOrdered, PartitionedMode: crashGroup}
+	for mode, name := range names {
 		_, err = b.CreateSubscription(ctx, crashJobs, SubscriptionConfig{Name: name, Mode: mode, Lease: 300 * time.Millisecond,
 			MaxDeliveries: 1000, BackoffInitial: time.Millisecond, BackoffMax: 20 * time.Millisecond})
 		if err != nil && !errors.Is(err, ErrStreamExists) {
@@ -63,13 +61,10 @@ func consumeChild(dir, run string) {
 			}
 		}()
 	}
-	for w := range 6 {
-		sub := crashWorkers
-		if w%2 == 1 {
-			sub = crashOrdered
-		}
+	for w := range 9 {
+		sub := []string{crashWorkers, crashOrdered, crashGroup}[w%3]
 		go func() {
-			c, err := b.NewConsumer(ctx, crashJobs, sub, ConsumerConfig{Name: fmt.Sprintf("w%d", w), MaxInFlight: 32})
+			c, err := b.NewConsumer(ctx, crashJobs, sub, ConsumerConfig{Name: fmt.Sprintf("r%s-w%d", run, w), MaxInFlight: 32})
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "child consumer:", err)
 				os.Exit(2)
@@ -105,10 +100,26 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 		off  int64
 	}
 	published := map[string]pos{}
-	subs := []string{crashWorkers, crashOrdered}
+	subs := []string{crashWorkers, crashOrdered, crashGroup}
 	delivered := map[string]map[string]int{}
 	acked := map[string]map[string]bool{}
-	maxAcked := map[string]int64{} // key_ordered: per partition/key, the highest offset acked
+	keyOf := func(id string) string {
+		var r, p, n int
+		fmt.Sscanf(id, "r%d-p%d-%d", &r, &p, &n)
+		return fmt.Sprintf("k%d", n%16)
+	}
+	// key_ordered: per partition/key, partitioned: per partition, the highest
+	// offset acked; nothing below it may be delivered after it.
+	maxAcked := map[string]int64{}
+	orderKey := func(sub, id string, p pos) (string, bool) {
+		switch sub {
+		case crashOrdered:
+			return fmt.Sprintf("%s %d/%s", sub, p.part, keyOf(id)), true
+		case crashGroup:
+			return fmt.Sprintf("%s %d", sub, p.part), true
+		}
+		return "", false
+	}
 	for _, s := range subs {
 		delivered[s], acked[s] = map[string]int{}, map[string]bool{}
 	}
@@ -119,20 +130,14 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 			t.Errorf(format, args...)
 		}
 	}
-	keyOf := func(id string) string {
-		var r, p, n int
-		fmt.Sscanf(id, "r%d-p%d-%d", &r, &p, &n)
-		return fmt.Sprintf("k%d", n%16)
-	}
 	onDelivery := func(sub, id string) {
 		if acked[sub][id] {
 			violate("%s: message %s delivered again after its ack", sub, id)
 		}
-		if sub == crashOrdered {
-			if p, ok := published[id]; ok {
-				k := fmt.Sprintf("%d/%s", p.part, keyOf(id))
+		if p, ok := published[id]; ok {
+			if k, ordered := orderKey(sub, id, p); ordered {
 				if m, ok := maxAcked[k]; ok && m > p.off {
-					violate("key %s: offset %d delivered after offset %d was acked", k, p.off, m)
+					violate("%s: offset %d delivered after offset %d was acked", k, p.off, m)
 				}
 			}
 		}
@@ -140,9 +145,10 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 	}
 	onAck := func(sub, id string) {
 		acked[sub][id] = true
-		if p, ok := published[id]; ok && sub == crashOrdered {
-			k := fmt.Sprintf("%d/%s", p.part, keyOf(id))
-			maxAcked[k] = max(maxAcked[k], p.off)
+		if p, ok := published[id]; ok {
+			if k, ordered := orderKey(sub, id, p); ordered {
+				maxAcked[k] = max(maxAcked[k], p.off)
+			}
 		}
 	}
 	kills := 8

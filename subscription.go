@@ -46,6 +46,11 @@ const (
 	// dead-lettered), while different keys are delivered in parallel. A key whose
 	// message keeps failing is parked without stalling the others.
 	KeyOrderedMode = subscription.ModeKeyOrdered
+	// PartitionedMode is the consumer-group model: partitions are assigned to the
+	// live consumers (by ConsumerConfig.Name), each reads its partitions in order,
+	// and progress is a committed offset per partition. A consumer that stops
+	// fetching for Session leaves the group and its partitions move on.
+	PartitionedMode = subscription.ModePartitioned
 )
 
 // SubscriptionConfig configures a subscription. Zero fields take their defaults.
@@ -68,6 +73,9 @@ type SubscriptionConfig struct {
 	// and 5 min; limits [1 ms, 24 h].
 	BackoffInitial time.Duration `json:"backoff_initial"`
 	BackoffMax     time.Duration `json:"backoff_max"`
+	// Session is how long a consumer of a PartitionedMode subscription stays in the
+	// group without fetching. Default 10 s; limits [100 ms, 5 min].
+	Session time.Duration `json:"session,omitempty"`
 	// DeadLetterStream receives the messages the subscription gives up on, with
 	// their attempt history in headers. Default "<stream>.<name>.dlq", created with
 	// the subscription if missing.
@@ -80,12 +88,15 @@ func (c SubscriptionConfig) internal() subscription.Config {
 		start = subscription.StartLatest
 	}
 	return subscription.Config{Name: c.Name, Mode: c.Mode, Start: start, Lease: c.Lease,
-		MaxDeliveries: c.MaxDeliveries, BackoffInitial: c.BackoffInitial, BackoffMax: c.BackoffMax}
+		MaxDeliveries: c.MaxDeliveries, BackoffInitial: c.BackoffInitial, BackoffMax: c.BackoffMax, Session: c.Session}
 }
 
 func (c SubscriptionConfig) withDefaults(stream string) SubscriptionConfig {
 	d := c.internal().WithDefaults()
 	c.Mode, c.Lease, c.MaxDeliveries, c.BackoffInitial, c.BackoffMax = d.Mode, d.Lease, d.MaxDeliveries, d.BackoffInitial, d.BackoffMax
+	if c.Mode == PartitionedMode {
+		c.Session = d.Session
+	}
 	if c.DeadLetterStream == "" {
 		c.DeadLetterStream = stream + "." + c.Name + DeadLetterSuffix
 	}
@@ -137,9 +148,13 @@ type SubscriptionInfo struct {
 	Redeliveries int64 `json:"redeliveries"`
 	// OldestUnsettled is the time of the oldest message not yet settled (zero when
 	// none): the backlog's age.
-	OldestUnsettled time.Time               `json:"oldest_unsettled"`
-	DeadLettered    int64                   `json:"dead_lettered"`
-	Partitions      []SubscriptionPartition `json:"partitions"`
+	OldestUnsettled time.Time `json:"oldest_unsettled"`
+	// Members is the group of a PartitionedMode subscription, with Generation
+	// counting its rebalances.
+	Members      []GroupMember           `json:"members,omitempty"`
+	Generation   int64                   `json:"generation,omitempty"`
+	DeadLettered int64                   `json:"dead_lettered"`
+	Partitions   []SubscriptionPartition `json:"partitions"`
 }
 
 // SubscriptionPartition is a subscription's position in one partition.
@@ -390,6 +405,13 @@ func (st *subState) info(stream string) SubscriptionInfo {
 		out.NextDue = time.UnixMilli(in.NextDue)
 	}
 	out.Redeliveries = in.Redeliveries
+	if st.cfg.Mode == PartitionedMode {
+		ms, gen := st.sub.Members()
+		out.Generation = gen
+		for _, m := range ms {
+			out.Members = append(out.Members, GroupMember{Name: m.Name, Partitions: m.Partitions, LastSeen: time.UnixMilli(m.LastSeen)})
+		}
+	}
 	if in.HasOldest {
 		out.OldestUnsettled = time.UnixMilli(in.OldestUnsettled)
 	}
@@ -452,4 +474,11 @@ func (b *Broker) ParkedKeys(ctx context.Context, streamName, name string, limit 
 		return nil, err
 	}
 	return st.sub.ParkedKeys(limit), nil
+}
+
+// GroupMember is a consumer in a PartitionedMode subscription's group.
+type GroupMember struct {
+	Name       string    `json:"name"`
+	Partitions []int     `json:"partitions"`
+	LastSeen   time.Time `json:"last_seen"`
 }

@@ -350,3 +350,27 @@ func TestWorkRetentionReclaimsSettledMessages(t *testing.T) {
 		t.Fatalf("after everything settled: %+v", info.Partitions[0])
 	}
 }
+
+func TestPartitionedGroupThroughTheBroker(t *testing.T) {
+	f := setup(t)
+	f.create(StreamConfig{Name: "events", Partitions: 4})
+	if _, err := f.b.CreateSubscription(f.ctx, "events", SubscriptionConfig{Name: "g", Mode: PartitionedMode, Session: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		f.b.Publish(f.ctx, "events", Message{Body: []byte(fmt.Sprint(i)), Partition: ToPartition(i % 4)})
+	}
+	a, _ := f.b.NewConsumer(f.ctx, "events", "g", ConsumerConfig{Name: "a"})
+	c, _ := f.b.NewConsumer(f.ctx, "events", "g", ConsumerConfig{Name: "c"})
+	fetchSoon(t, a, 1)
+	fetchSoon(t, c, 1)
+	info, _ := f.b.Subscription(f.ctx, "events", "g")
+	if len(info.Members) != 2 || len(info.Members[0].Partitions) != 2 || len(info.Members[1].Partitions) != 2 || info.Generation < 2 {
+		t.Fatalf("group: %+v", info.Members)
+	}
+	c.Close()
+	info, _ = f.b.Subscription(f.ctx, "events", "g")
+	if len(info.Members) != 1 || len(info.Members[0].Partitions) != 4 {
+		t.Fatalf("after c closed: %+v", info.Members)
+	}
+}
