@@ -39,6 +39,8 @@ type Client interface {
 	ParkedKeys(ctx context.Context, stream, subscription string, limit int) ([]ParkedKey, error)
 	// DeadLetters lists a subscription's dead letters.
 	DeadLetters(ctx context.Context, stream, subscription string, q DeadLetterQuery) ([]DeadLetter, int64, error)
+	// DeadLetter shows one dead letter.
+	DeadLetter(ctx context.Context, stream, subscription string, offset int64) (DeadLetter, error)
 	// RedriveDeadLetters puts dead letters back into their subscription.
 	RedriveDeadLetters(ctx context.Context, stream, subscription string, opts RedriveOptions) (int, int64, error)
 	// PurgeDeadLetters discards a subscription's dead letters.

@@ -3,6 +3,7 @@ package sluice
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -91,6 +92,23 @@ func (b *Broker) DeadLetters(ctx context.Context, streamName, sub string, q Dead
 		out = append(out, dl)
 	}
 	return out, r.Offset(), nil
+}
+
+// ErrDeadLetterNotFound is returned by DeadLetter for an offset that holds no dead
+// letter of the subscription (or one that was purged).
+var ErrDeadLetterNotFound = errors.New("sluice: dead letter not found")
+
+// DeadLetter returns the subscription's dead letter at offset off of its
+// dead-letter stream, redriven or not.
+func (b *Broker) DeadLetter(ctx context.Context, streamName, sub string, off int64) (DeadLetter, error) {
+	dls, _, err := b.DeadLetters(ctx, streamName, sub, DeadLetterQuery{From: off, Limit: 1, IncludeRedriven: true})
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	if len(dls) == 0 || dls[0].Offset != off {
+		return DeadLetter{}, fmt.Errorf("%w: %s/%s at %d", ErrDeadLetterNotFound, streamName, sub, off)
+	}
+	return dls[0], nil
 }
 
 func (d *DeadLetter) matches(s string) bool {

@@ -263,6 +263,13 @@ func TestDeadLetterBrowseRedrivePurge(t *testing.T) {
 	if len(fraud) != 1 || fraud[0].Source.Offset != 3 {
 		t.Fatalf("filtered: %+v", fraud)
 	}
+	one, err := b.DeadLetter(ctx, "orders", "billing", fraud[0].Offset)
+	if err != nil || one.Source.Offset != 3 || string(one.Message.Body) != "order 3" {
+		t.Fatalf("show one: %+v, %v", one, err)
+	}
+	if _, err := b.DeadLetter(ctx, "orders", "billing", 99); !errors.Is(err, ErrDeadLetterNotFound) {
+		t.Fatalf("show a missing one: %v", err)
+	}
 	// Redrive the card failures, rate-limited; the audit subscription sees nothing new.
 	n, _, err := b.RedriveDeadLetters(ctx, "orders", "billing", RedriveOptions{Query: DeadLetterQuery{Contains: "card"}, PerSecond: 1000})
 	if err != nil || n != 3 {
