@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -176,6 +177,143 @@ func TestPropertySubscriptionAgainstModel(t *testing.T) {
 		}
 		if got := len(e.deadLetters()); got != dead {
 			rt.Fatalf("%d dead letters, model %d", got, dead)
+		}
+	})
+}
+
+// TestPropertyPartitionedGroupAgainstModel drives a partitioned subscription with
+// random publishes, members joining, leaving and going silent, fetches, acks,
+// nacks and crashes, and checks: a member only gets messages of partitions it
+// owns; no acknowledged message comes back; within a partition nothing is
+// delivered below an offset that was already acknowledged; and everything is
+// settled in the end.
+func TestPropertyPartitionedGroupAgainstModel(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		const parts = 3
+		e := newEnv(t, parts, Config{Name: "g", Mode: ModePartitioned, Session: time.Second, Lease: time.Hour,
+			MaxDeliveries: 1000, BackoffInitial: time.Millisecond, BackoffMax: time.Millisecond})
+		defer func() { e.sub.Close(); e.sub = nil }()
+		published := make([]int64, parts) // per partition: messages published
+		acked := make([]map[int64]bool, parts)
+		maxAcked := make([]int64, parts)
+		for p := range acked {
+			acked[p], maxAcked[p] = map[int64]bool{}, -1
+		}
+		var members []string
+		held := map[string][]Delivery{}
+		owns := func(m string, p int) bool {
+			ms, _ := e.sub.Members()
+			for _, mi := range ms {
+				if mi.Name == m {
+					return slices.Contains(mi.Partitions, p)
+				}
+			}
+			return false
+		}
+		fetch := func(m string, limit int) {
+			ctx, cancel := context.WithTimeout(e.ctx, 5*time.Millisecond)
+			ds, err := e.sub.Fetch(ctx, m, limit, 1000)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				rt.Fatal(err)
+			}
+			for _, d := range ds {
+				switch {
+				case !owns(m, d.Partition):
+					rt.Fatalf("%s got partition %d it does not own", m, d.Partition)
+				case acked[d.Partition][d.Offset]:
+					rt.Fatalf("acknowledged %d/%d delivered again", d.Partition, d.Offset)
+				case d.Offset < maxAcked[d.Partition]:
+					rt.Fatalf("%d/%d delivered after %d was acknowledged", d.Partition, d.Offset, maxAcked[d.Partition])
+				}
+			}
+			held[m] = append(held[m], ds...)
+		}
+		rt.Repeat(map[string]func(*rapid.T){
+			"publish": func(rt *rapid.T) {
+				p := rapid.IntRange(0, parts-1).Draw(rt, "partition")
+				e.publish(p, fmt.Sprint(published[p]))
+				published[p]++
+			},
+			"join": func(rt *rapid.T) {
+				if len(members) < 4 {
+					m := fmt.Sprintf("m%d", rapid.IntRange(0, 9).Draw(rt, "member"))
+					if !slices.Contains(members, m) {
+						members = append(members, m)
+						fetch(m, 1)
+					}
+				}
+			},
+			"leave": func(rt *rapid.T) {
+				if len(members) > 0 {
+					k := rapid.IntRange(0, len(members)-1).Draw(rt, "who")
+					e.sub.Leave(members[k])
+					delete(held, members[k])
+					members = append(members[:k], members[k+1:]...)
+				}
+			},
+			"fetch": func(rt *rapid.T) {
+				if len(members) > 0 {
+					fetch(rapid.SampledFrom(members).Draw(rt, "member"), rapid.IntRange(1, 5).Draw(rt, "limit"))
+				}
+			},
+			"settle": func(rt *rapid.T) {
+				if len(members) == 0 {
+					return
+				}
+				m := rapid.SampledFrom(members).Draw(rt, "member")
+				if len(held[m]) == 0 {
+					return
+				}
+				d := held[m][0] // a member works through its deliveries in order
+				held[m] = held[m][1:]
+				if rapid.IntRange(0, 5).Draw(rt, "fail") == 0 {
+					if err := e.sub.Nack(e.ctx, d.Partition, d.Offset, d.Lease, nil, "x"); err != nil && !errors.Is(err, ErrStaleLease) {
+						rt.Fatal(err)
+					}
+					return
+				}
+				err := e.sub.Ack(e.ctx, d.Partition, d.Offset, d.Lease)
+				if errors.Is(err, ErrStaleLease) {
+					return
+				}
+				if err != nil {
+					rt.Fatal(err)
+				}
+				acked[d.Partition][d.Offset] = true
+				maxAcked[d.Partition] = max(maxAcked[d.Partition], d.Offset)
+			},
+			"silence": func(rt *rapid.T) { // time passes; members that do not fetch expire
+				e.clk.advance(time.Duration(rapid.IntRange(1, 1500).Draw(rt, "ms")) * time.Millisecond)
+			},
+			"crash": func(rt *rapid.T) {
+				e.kill()
+				members, held = nil, map[string][]Delivery{}
+			},
+		})
+		// Liveness: one member drains everything.
+		e.clk.advance(time.Hour)
+		for {
+			ctx, cancel := context.WithTimeout(e.ctx, 5*time.Millisecond)
+			ds, _ := e.sub.Fetch(ctx, "last", 1000, 10000)
+			cancel()
+			if len(ds) == 0 {
+				break
+			}
+			for _, d := range ds {
+				if acked[d.Partition][d.Offset] {
+					rt.Fatalf("acknowledged %d/%d delivered again", d.Partition, d.Offset)
+				}
+				if err := e.sub.Ack(e.ctx, d.Partition, d.Offset, d.Lease); err != nil {
+					rt.Fatal(err)
+				}
+				acked[d.Partition][d.Offset] = true
+			}
+		}
+		for p := range parts {
+			if int64(len(acked[p])) != published[p] {
+				rt.Fatalf("partition %d: %d of %d settled", p, len(acked[p]), published[p])
+			}
 		}
 	})
 }
