@@ -25,6 +25,11 @@ const (
 	DeadLetterSuffix = ".dlq"
 )
 
+// DefaultDeadLetterRetention bounds a dead-letter stream that CreateSubscription
+// creates: dead letters are kept 30 days, and at most 1 GiB per partition (whole
+// segments, oldest first). Create the stream yourself to choose otherwise.
+var DefaultDeadLetterRetention = Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 1 << 30}
+
 // ErrStaleLease is returned when a consumer settles or extends a delivery whose
 // lease it no longer holds: the lease expired and the message went to someone else,
 // or it was already settled.
@@ -287,7 +292,8 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 		return SubscriptionInfo{}, err
 	}
 	cfg = cfg.withDefaults(streamName)
-	if _, err := b.CreateStream(ctx, StreamConfig{Name: cfg.DeadLetterStream}); err != nil && !errors.Is(err, ErrStreamExists) {
+	dlq := StreamConfig{Name: cfg.DeadLetterStream, Retention: DefaultDeadLetterRetention}
+	if _, err := b.CreateStream(ctx, dlq); err != nil && !errors.Is(err, ErrStreamExists) {
 		return SubscriptionInfo{}, fmt.Errorf("sluice: create dead-letter stream: %w", err)
 	}
 	s, release, err := b.acquire(streamName)
