@@ -39,6 +39,12 @@ const (
 // keys drain.
 const MaxHeld = 100000
 
+// MaxPending bounds, per partition, the messages a subscription tracks between its
+// floor and its cursor (in flight, waiting for a retry, delayed or held); beyond
+// it the partition reads no further until some settle. It bounds the memory of
+// delayed messages too.
+const MaxPending = 200000
+
 // Start is where a new subscription begins.
 type Start string
 

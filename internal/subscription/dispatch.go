@@ -22,63 +22,45 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 	parts := s.parts()
 	var out []Delivery
 	var evs []event
-	for n := 0; n < len(parts) && len(out) < room; n++ {
+	// Cursors move as messages are read, before they are journaled: on an error
+	// they go back, so that nothing read but not journaled counts as done.
+	saved := map[int]int64{}
+	fail := func(err error) ([]Delivery, error) {
+		for i, next := range saved {
+			s.state[i].next = next
+		}
+		return nil, err
+	}
+	for n := 0; n < len(parts) && len(out) < room && len(evs) < maxEventsPerDispatch; n++ {
 		i := (s.rr + n) % len(parts)
 		ps := s.partLocked(i)
 		log := parts[i]
 		if start := log.StartOffset(); ps.floor < start {
 			s.dropBelowLocked(i, ps, start)
 		}
-		if s.cfg.Mode == ModePartitioned {
-			if s.owner(i) != consumer {
-				continue
-			}
-			var err error
-			if out, evs, err = s.dispatchOrderedLocked(ctx, i, ps, log, room, now, out, evs); err != nil {
-				return nil, err
-			}
+		if s.cfg.Mode == ModePartitioned && s.owner(i) != consumer {
 			continue
 		}
-		for len(out) < room {
-			it, ok := ps.retry.peek()
-			if !ok || it.at > ms(now) {
-				break
-			}
-			ps.retry.pop()
-			pd := ps.pend[it.offset]
-			if pd == nil || pd.lease != 0 || pd.NotBefore != it.at {
-				continue // settled, in flight, or rescheduled
-			}
-			if pd.Deliveries >= s.cfg.MaxDeliveries {
-				// Out of deliveries: its dead-lettering failed before (or a crash
-				// came between the last delivery and its outcome). Try that again.
-				if err := s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries)); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			rec, err := s.readOne(i, pd.Offset)
-			if errors.Is(err, logstore.ErrOutOfRange) {
-				s.dropBelowLocked(i, ps, log.StartOffset())
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, delivery(i, &rec, pd.Deliveries+1))
-			if pd.Deliveries > 0 {
-				s.redeliveries++
-			}
-			evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
-		}
+		saved[i] = ps.next
 		var err error
+		if s.cfg.Mode == ModePartitioned {
+			out, evs, err = s.dispatchOrderedLocked(ctx, i, ps, log, room, now, out, evs)
+		} else {
+			out, evs, err = s.dispatchDueLocked(ctx, i, ps, log, room, now, out, evs)
+		}
+		if err == errHoldBack {
+			continue
+		}
+		if err != nil {
+			return fail(err)
+		}
 		if out, evs, err = s.readNewLocked(i, ps, log, room, now, out, evs); err != nil {
-			return nil, err
+			return fail(err)
 		}
 	}
 	s.rr++
 	if err := s.journalLocked(ctx, evs...); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if len(out) == 0 {
 		return nil, nil
@@ -94,6 +76,65 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 	}
 	s.inflight[consumer] += len(out)
 	return out, nil
+}
+
+// maxEventsPerDispatch bounds the journal events one Fetch may write (deliveries,
+// and the delays and holds it finds while reading), so that a journal batch stays
+// far below the batch limits.
+const maxEventsPerDispatch = 10000
+
+// dispatchDueLocked hands out the due retries of a partition (queue and
+// key_ordered modes: the retry heap holds only eligible messages).
+func (s *Sub) dispatchDueLocked(ctx context.Context, i int, ps *partState, log logstore.Log, room int, now time.Time, out []Delivery, evs []event) ([]Delivery, []event, error) {
+	for len(out) < room {
+		it, ok := ps.retry.peek()
+		if !ok || it.at > ms(now) {
+			break
+		}
+		ps.retry.pop()
+		pd := ps.pend[it.offset]
+		if pd == nil || pd.lease != 0 || pd.NotBefore != it.at {
+			continue // settled, in flight, or rescheduled
+		}
+		var err error
+		if out, evs, err = s.serveLocked(ctx, i, ps, log, pd, now, out, evs); err != nil {
+			return out, evs, err
+		}
+	}
+	return out, evs, nil
+}
+
+// serveLocked delivers a pending message that is due: or dead-letters it when it
+// has no deliveries left, or forgets it when retention removed it. On a read error
+// it is put back for a retry.
+func (s *Sub) serveLocked(ctx context.Context, i int, ps *partState, log logstore.Log, pd *pending, now time.Time, out []Delivery, evs []event) ([]Delivery, []event, error) {
+	if pd.Deliveries >= s.cfg.MaxDeliveries {
+		// Out of deliveries: its dead-lettering failed before, it was terminated,
+		// or a crash came between its last delivery and its outcome.
+		return out, evs, s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries))
+	}
+	rec, err := s.readOne(i, pd.Offset)
+	if errors.Is(err, logstore.ErrOutOfRange) {
+		s.dropBelowLocked(i, ps, log.StartOffset())
+		return out, evs, nil
+	}
+	if err != nil {
+		s.retryLaterLocked(i, pd, now)
+		return out, evs, err
+	}
+	if pd.Deliveries > 0 {
+		s.redeliveries++
+	}
+	out = append(out, delivery(i, &rec, pd.Deliveries+1))
+	evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
+	return out, evs, nil
+}
+
+// retryLaterLocked puts a pending message back on the retry heap, BackoffMax from
+// now (in memory only: a restart makes it eligible again at once).
+func (s *Sub) retryLaterLocked(i int, pd *pending, now time.Time) {
+	pd.NotBefore = ms(now.Add(s.cfg.BackoffMax))
+	s.partLocked(i).retry.push(timeItem{at: pd.NotBefore, partition: i, offset: pd.Offset})
 }
 
 // DeliverAtHeader holds the time (decimal unix milliseconds) before which a message
@@ -146,6 +187,11 @@ func (s *Sub) dropBelowLocked(part int, ps *partState, start int64) {
 	for off, pd := range ps.pend {
 		if off < start {
 			s.releaseLocked(pd)
+			if s.keyed(pd.Key) {
+				if head, ok := ps.settleKey(pd.Key, off); ok {
+					ps.retry.push(timeItem{at: head.NotBefore, partition: part, offset: head.Offset})
+				}
+			}
 			delete(ps.pend, off)
 			dropped++
 		}
@@ -309,7 +355,8 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 	busy := map[string]bool{} // keys that got a head in this round (key_ordered)
 	holds := 0
 	stop := false
-	for !stop && len(out) < room && ps.next < log.HighWatermark() && ps.held < MaxHeld {
+	added := 0 // pending entries this read creates: delays and holds
+	for !stop && len(out) < room && ps.next < log.HighWatermark() && ps.held+holds < MaxHeld && len(ps.pend)+added < MaxPending && len(evs) < maxEventsPerDispatch {
 		data, _, err := log.Read(ps.next, fetchBytes, nil)
 		if err != nil {
 			return out, evs, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
@@ -327,6 +374,7 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 			if at, ok := deliverAt(r); ok && at > ms(now) {
 				evs = append(evs, event{kind: evDelay, partition: i, offset: r.Offset, notBefore: at, key: key})
 				busy[key] = true
+				added++
 				// In partitioned mode a delayed message holds back the rest.
 				stop = s.cfg.Mode == ModePartitioned
 				return !stop
@@ -334,7 +382,8 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 			if s.keyed(key) && (busy[key] || ps.keys[key] != nil) {
 				evs = append(evs, event{kind: evHold, partition: i, offset: r.Offset, key: key})
 				holds++
-				return ps.held+holds < MaxHeld
+				added++
+				return ps.held+holds < MaxHeld && len(ps.pend)+added < MaxPending && len(evs) < maxEventsPerDispatch
 			}
 			busy[key] = true
 			out = append(out, delivery(i, r, 1))
@@ -370,34 +419,25 @@ func (s *Sub) dispatchOrderedLocked(ctx context.Context, i int, ps *partState, l
 	slices.Sort(offs)
 	for _, off := range offs {
 		if len(out) >= room {
-			return out, evs, nil
+			return out, evs, errHoldBack
 		}
 		pd := ps.pend[off]
 		if pd == nil || pd.lease != 0 {
 			continue
 		}
 		if pd.NotBefore > ms(now) {
-			return out, evs, nil // everything after it waits
+			return out, evs, errHoldBack // everything after it waits
 		}
-		if pd.Deliveries >= s.cfg.MaxDeliveries {
-			if err := s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries)); err != nil {
-				return out, evs, err
-			}
-			continue
-		}
-		rec, err := s.readOne(i, pd.Offset)
-		if errors.Is(err, logstore.ErrOutOfRange) {
-			s.dropBelowLocked(i, ps, log.StartOffset())
-			continue
-		}
-		if err != nil {
+		var err error
+		if out, evs, err = s.serveLocked(ctx, i, ps, log, pd, now, out, evs); err != nil {
 			return out, evs, err
 		}
-		if pd.Deliveries > 0 {
-			s.redeliveries++
+		if ps.pend[off] != nil && ps.pend[off].NotBefore > ms(now) {
+			return out, evs, errHoldBack // its dead-lettering failed: it holds the rest back
 		}
-		out = append(out, delivery(i, &rec, pd.Deliveries+1))
-		evs = append(evs, event{kind: evDeliver, partition: i, offset: pd.Offset, deliveries: pd.Deliveries + 1, at: ms(now)})
 	}
-	return s.readNewLocked(i, ps, log, room, now, out, evs)
+	return out, evs, nil
 }
+
+// errHoldBack tells dispatch that a partition may not deliver new messages yet.
+var errHoldBack = errors.New("held back")

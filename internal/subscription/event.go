@@ -13,11 +13,13 @@ const (
 	evAck     eventKind = 2
 	evRetry   eventKind = 3
 	evDead    eventKind = 4
-	evDelay   eventKind = 5 // a new message held back until its deliver-at time
-	evSeek    eventKind = 6 // the partition restarts at offset: floor = next = offset
-	evRedrive eventKind = 7 // a dead-lettered message is pending again
-	evPurge   eventKind = 8 // dead letters before offset (in the dead-letter log) are discarded
-	evHold    eventKind = 9 // key_ordered: a new message waits behind its key's earlier one
+	evDelay   eventKind = 5  // a new message held back until its deliver-at time
+	evSeek    eventKind = 6  // the partition restarts at offset: floor = next = offset
+	evRedrive eventKind = 7  // a dead-lettered message is pending again
+	evPurge   eventKind = 8  // dead letters before offset (in the dead-letter log) are discarded
+	evHold    eventKind = 9  // key_ordered: a new message waits behind its key's earlier one
+	evExhaust eventKind = 10 // no deliveries left (terminated, or its dead-lettering failed)
+	evRevoke  eventKind = 11 // a delivery was taken back (rebalance, or a failure before it): it does not count
 )
 
 // maxKeyBytes bounds a key in a journal event.
@@ -145,7 +147,7 @@ func decodeEvent(b []byte) (event, error) {
 		e.key = d.str(maxKeyBytes, "key")
 	case evHold:
 		e.key = d.str(maxKeyBytes, "key")
-	case evAck, evDead, evSeek, evPurge:
+	case evAck, evDead, evSeek, evPurge, evExhaust, evRevoke:
 	default:
 		return event{}, fmt.Errorf("%w: kind %d", errBadEvent, e.kind)
 	}

@@ -1,6 +1,7 @@
 package subscription
 
 import (
+	"context"
 	"slices"
 	"time"
 )
@@ -140,13 +141,18 @@ func (s *Sub) rebalanceLocked() {
 
 // revokeLocked ends every lease in partition i on an offset at or after from: the
 // messages go back, in order, to whoever owns the partition next.
+// A revoked delivery does not count against the message's MaxDeliveries.
 func (s *Sub) revokeLocked(i int, from int64) {
 	ps := s.partLocked(i)
+	var evs []event
 	for off, pd := range ps.pend {
 		if off >= from && pd.lease != 0 {
 			s.releaseLocked(pd)
+			evs = append(evs, event{kind: evRevoke, partition: i, offset: off})
 		}
 	}
+	// A journal failure stops the subscription (journalLocked records it).
+	s.journalLocked(context.Background(), evs...)
 }
 
 // MemberInfo is a member of a partitioned subscription's group.

@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -43,8 +44,9 @@ type env struct {
 	sub   *Sub
 	ctx   context.Context
 
-	deadMu sync.Mutex
-	dead   []DeadMessage
+	deadMu   sync.Mutex
+	dead     []DeadMessage
+	deadFail bool // the dead-letter callback fails while set
 }
 
 func newEnv(t *testing.T, partitions int, cfg Config) *env {
@@ -80,6 +82,9 @@ func (e *env) open() {
 		DeadLetter: func(ctx context.Context, m DeadMessage) error {
 			e.deadMu.Lock()
 			defer e.deadMu.Unlock()
+			if e.deadFail {
+				return errors.New("dead-letter stream unavailable")
+			}
 			m.Key, m.Value = append([]byte(nil), m.Key...), append([]byte(nil), m.Value...)
 			e.dead = append(e.dead, m)
 			return nil

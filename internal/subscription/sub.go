@@ -100,6 +100,9 @@ type Sub struct {
 	wg   sync.WaitGroup
 }
 
+// deadLetterTimeout bounds one dead-letter publish.
+const deadLetterTimeout = 30 * time.Second
+
 // compactEvents is how many journal events trigger a compaction.
 const compactEvents = 100000
 
@@ -272,6 +275,14 @@ func (s *Sub) apply(e event) {
 				delete(s.redriven, off)
 			}
 		}
+	case evExhaust:
+		if pd := ps.pend[e.offset]; pd != nil {
+			pd.Deliveries = max(pd.Deliveries, s.cfg.MaxDeliveries)
+		}
+	case evRevoke:
+		if pd := ps.pend[e.offset]; pd != nil && pd.Deliveries > 0 {
+			pd.Deliveries--
+		}
 	case evAck, evDead:
 		if pd := ps.pend[e.offset]; pd != nil && s.keyed(pd.Key) {
 			if head, ok := ps.settleKey(pd.Key, e.offset); ok {
@@ -338,10 +349,13 @@ func (s *Sub) Fetch(ctx context.Context, consumer string, limit, maxInFlight int
 			out, err = s.dispatchLocked(ctx, consumer, room, now)
 		}
 		if err == nil && s.events >= compactEvents {
-			err = s.compactLocked()
+			if cerr := s.compactLocked(); cerr != nil {
+				// The journal still holds everything; compaction is tried again later.
+				s.log.Warn("subscription: compaction failed", "subscription", s.cfg.Name, "error", cerr)
+			}
 		}
 		wake := s.changed
-		due, hasDue := s.nextDueLocked()
+		due, hasDue := s.nextDueLocked(consumer, min(limit, maxInFlight-s.inflight[consumer]) > 0)
 		s.mu.Unlock()
 		if err != nil || len(out) > 0 {
 			return out, err
@@ -378,9 +392,14 @@ func (s *Sub) Fetch(ctx context.Context, consumer string, limit, maxInFlight int
 }
 
 // nextDueLocked is the earliest time a retry becomes due or a lease expires.
-func (s *Sub) nextDueLocked() (int64, bool) {
+// Retries count only when consumer could take them (it has room and, in
+// partitioned mode, owns the partition), or it would wake in a loop for them.
+func (s *Sub) nextDueLocked(consumer string, room bool) (int64, bool) {
 	due, ok := s.leases.peek()
-	for _, ps := range s.state {
+	for i, ps := range s.state {
+		if !room || s.cfg.Mode == ModePartitioned && s.owner(i) != consumer {
+			continue
+		}
 		if r, rok := ps.retry.peek(); rok && (!ok || r.at < due.at) {
 			due, ok = r, true
 		}
@@ -463,16 +482,27 @@ func (s *Sub) backoff(n int) time.Duration {
 func (s *Sub) deadLocked(ctx context.Context, part int, pd *pending, reason string) error {
 	s.releaseLocked(pd)
 	m := DeadMessage{Partition: part, Offset: pd.Offset, Deliveries: pd.Deliveries, Attempts: pd.Attempts, Reason: reason}
-	if rec, err := s.readOne(part, pd.Offset); err == nil {
+	rec, err := s.readOne(part, pd.Offset)
+	if err == nil {
 		m.Timestamp, m.Key, m.Value, m.Headers = rec.Timestamp, rec.Key, rec.Value, rec.Headers
-	} else if !errors.Is(err, logstore.ErrOutOfRange) {
-		return err
+		// Not bound to the caller: a publish cancelled halfway could be stored
+		// and then made again.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deadLetterTimeout)
+		err = s.dead(dctx, m)
+		cancel()
+	} else if errors.Is(err, logstore.ErrOutOfRange) {
+		err = nil // removed by retention: nothing left to keep
 	}
-	if err := s.dead(ctx, m); err != nil {
+	if err != nil {
 		s.log.Warn("subscription: dead-lettering failed; will try again", "subscription", s.cfg.Name,
 			"partition", part, "offset", pd.Offset, "error", err)
-		pd.NotBefore = ms(s.now().Add(s.cfg.BackoffMax))
-		s.partLocked(part).retry.push(timeItem{at: pd.NotBefore, partition: part, offset: pd.Offset})
+		if pd.Deliveries < s.cfg.MaxDeliveries {
+			// A terminated message must not go back to consumers meanwhile.
+			if err := s.journalLocked(ctx, event{kind: evExhaust, partition: part, offset: pd.Offset}); err != nil {
+				return err
+			}
+		}
+		s.retryLaterLocked(part, pd, s.now())
 		return nil
 	}
 	if err := s.journalLocked(ctx, event{kind: evDead, partition: part, offset: pd.Offset}); err != nil {
