@@ -42,8 +42,11 @@ type Broker struct {
 
 	sched *scheduler
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	// stopCtx ends when the broker closes: background work publishes with it.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+	stop       chan struct{}
+	wg         sync.WaitGroup
 }
 
 var _ Client = (*Broker)(nil)
@@ -62,8 +65,9 @@ type stream struct {
 	// back into the broker to dead-letter, so they must not wait on s.mu).
 	partsV atomic.Pointer[[]logstore.Log]
 
-	subMu sync.Mutex // guards subs; taken before a subscription's own lock
-	subs  map[string]*subState
+	subMu      sync.Mutex // guards subs, subsClosed; taken before a subscription's own lock
+	subs       map[string]*subState
+	subsClosed bool
 }
 
 // Open opens the broker on dir, creating it if needed, and recovers every stream.
@@ -74,32 +78,39 @@ func Open(dir string, opts *Options) (*Broker, error) {
 	}
 	o := opts.withDefaults()
 	b := &Broker{dir: dir, opts: o, fs: o.fs, streams: map[string]*stream{}, deleting: map[string]bool{}, stop: make(chan struct{})}
-	if err := b.fs.MkdirAll(filepath.Join(dir, streamsDir)); err != nil {
-		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
-	}
-	if _, isOS := b.fs.(vfs.OS); isOS {
-		unlock, err := lockDir(filepath.Join(dir, "LOCK"))
-		if err != nil {
-			return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
-		}
-		b.unlock = unlock
-	} else {
-		b.unlock = func() error { return nil }
-	}
-	if err := b.recover(); err != nil {
-		b.closeStreams()
-		b.unlock()
-		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
-	}
-	if err := b.openSchedules(); err != nil {
-		b.closeStreams()
-		b.unlock()
+	b.stopCtx, b.stopCancel = context.WithCancel(context.Background())
+	if err := b.open(); err != nil {
+		b.stopCancel()
 		return nil, fmt.Errorf("sluice: open %s: %w", dir, err)
 	}
 	b.wg.Add(2)
 	go b.retentionLoop()
 	go b.schedulerLoop()
 	return b, nil
+}
+
+// open locks the directory, recovers the streams and loads the schedules.
+func (b *Broker) open() error {
+	if err := b.fs.MkdirAll(filepath.Join(b.dir, streamsDir)); err != nil {
+		return err
+	}
+	b.unlock = func() error { return nil }
+	if _, isOS := b.fs.(vfs.OS); isOS {
+		unlock, err := lockDir(filepath.Join(b.dir, "LOCK"))
+		if err != nil {
+			return err
+		}
+		b.unlock = unlock
+	}
+	err := b.recover()
+	if err == nil {
+		err = b.openSchedules()
+	}
+	if err != nil {
+		b.closeStreams()
+		b.unlock()
+	}
+	return err
 }
 
 func (b *Broker) streamsPath() string { return filepath.Join(b.dir, streamsDir) }
@@ -433,6 +444,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	close(b.stop)
+	b.stopCancel()
 	b.wg.Wait()
 	err := b.closeStreams()
 	if uerr := b.unlock(); err == nil {

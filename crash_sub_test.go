@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,8 +22,11 @@ const (
 
 // consumeChild publishes and consumes at once until it is killed: producers print
 // "P <id> <partition> <offset>" once a publish is acknowledged; consumers of two
-// subscriptions (queue and key_ordered) print "D <sub> <id>" for every delivery and
-// "A <sub> <id>" once its ack returned. One delivery in ten is nacked.
+// subscriptions print "D <sub> <id> <lease>" for every delivery and
+// "A <sub> <id> <lease>" once its ack returned. One delivery in ten is nacked.
+// Lease tokens only grow (within a process and across restarts), so a delivery
+// handed out after an ack has a larger token than the ack's, however the lines of
+// concurrent consumers interleave.
 func consumeChild(dir, run string) {
 	b, err := Open(dir, nil)
 	if err != nil {
@@ -38,7 +42,7 @@ func consumeChild(dir, run string) {
 	for mode, name := range names {
 		_, err = b.CreateSubscription(ctx, crashJobs, SubscriptionConfig{Name: name, Mode: mode, Lease: 300 * time.Millisecond,
 			MaxDeliveries: 1000, BackoffInitial: time.Millisecond, BackoffMax: 20 * time.Millisecond})
-		if err != nil && !errors.Is(err, ErrStreamExists) {
+		if err != nil && !errors.Is(err, ErrSubscriptionExists) {
 			fmt.Fprintln(os.Stderr, "child subscribe:", err)
 			os.Exit(2)
 		}
@@ -76,13 +80,13 @@ func consumeChild(dir, run string) {
 					continue
 				}
 				for _, d := range ds {
-					say("D " + sub + " " + string(d.Body))
+					say(fmt.Sprintf("D %s %s %d", sub, d.Body, d.Lease))
 					if rng.IntN(10) == 0 {
 						c.Nack(ctx, d, NackOptions{Reason: "flaky"})
 						continue
 					}
 					if c.Ack(ctx, d) == nil {
-						say("A " + sub + " " + string(d.Body))
+						say(fmt.Sprintf("A %s %s %d", sub, d.Body, d.Lease))
 					}
 				}
 			}
@@ -102,7 +106,7 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 	published := map[string]pos{}
 	subs := []string{crashWorkers, crashOrdered, crashGroup}
 	delivered := map[string]map[string]int{}
-	acked := map[string]map[string]bool{}
+	acked := map[string]map[string]uint64{} // the lease of the successful ack
 	keyOf := func(id string) string {
 		var r, p, n int
 		fmt.Sscanf(id, "r%d-p%d-%d", &r, &p, &n)
@@ -110,7 +114,11 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 	}
 	// key_ordered: per partition/key, partitioned: per partition, the highest
 	// offset acked; nothing below it may be delivered after it.
-	maxAcked := map[string]int64{}
+	type ackAt struct {
+		off   int64
+		lease uint64
+	}
+	maxAcked := map[string]ackAt{}
 	orderKey := func(sub, id string, p pos) (string, bool) {
 		switch sub {
 		case crashOrdered:
@@ -121,7 +129,7 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 		return "", false
 	}
 	for _, s := range subs {
-		delivered[s], acked[s] = map[string]int{}, map[string]bool{}
+		delivered[s], acked[s] = map[string]int{}, map[string]uint64{}
 	}
 	violations := 0
 	violate := func(format string, args ...any) {
@@ -130,24 +138,26 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 			t.Errorf(format, args...)
 		}
 	}
-	onDelivery := func(sub, id string) {
-		if acked[sub][id] {
-			violate("%s: message %s delivered again after its ack", sub, id)
+	onDelivery := func(sub, id string, lease uint64) {
+		if a, ok := acked[sub][id]; ok && lease > a {
+			violate("%s: message %s delivered again (lease %d) after its ack (lease %d)", sub, id, lease, a)
 		}
 		if p, ok := published[id]; ok {
 			if k, ordered := orderKey(sub, id, p); ordered {
-				if m, ok := maxAcked[k]; ok && m > p.off {
-					violate("%s: offset %d delivered after offset %d was acked", k, p.off, m)
+				if m, ok := maxAcked[k]; ok && m.off > p.off && lease > m.lease {
+					violate("%s: offset %d delivered after offset %d was acked", k, p.off, m.off)
 				}
 			}
 		}
 		delivered[sub][id]++
 	}
-	onAck := func(sub, id string) {
-		acked[sub][id] = true
+	onAck := func(sub, id string, lease uint64) {
+		acked[sub][id] = lease
 		if p, ok := published[id]; ok {
 			if k, ordered := orderKey(sub, id, p); ordered {
-				maxAcked[k] = max(maxAcked[k], p.off)
+				if m, ok := maxAcked[k]; !ok || p.off > m.off {
+					maxAcked[k] = ackAt{p.off, lease}
+				}
 			}
 		}
 	}
@@ -163,10 +173,12 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 				var p pos
 				fmt.Sscanf(f[2]+" "+f[3], "%d %d", &p.part, &p.off)
 				published[f[1]] = p
-			case len(f) == 3 && f[0] == "D":
-				onDelivery(f[1], f[2])
-			case len(f) == 3 && f[0] == "A":
-				onAck(f[1], f[2])
+			case len(f) == 4 && f[0] == "D":
+				lease, _ := strconv.ParseUint(f[3], 10, 64)
+				onDelivery(f[1], f[2], lease)
+			case len(f) == 4 && f[0] == "A":
+				lease, _ := strconv.ParseUint(f[3], 10, 64)
+				onAck(f[1], f[2], lease)
 			default:
 				t.Fatalf("child wrote %q", l)
 			}
@@ -201,11 +213,11 @@ func TestCrashKill9SubscriptionsDeliverEverythingAndNoAckedMessageReturns(t *tes
 				t.Fatal(err)
 			}
 			for _, d := range ds {
-				onDelivery(sub, string(d.Body))
+				onDelivery(sub, string(d.Body), d.Lease)
 				if err := c.Ack(ctx, d); err != nil {
 					t.Fatal(err)
 				}
-				onAck(sub, string(d.Body))
+				onAck(sub, string(d.Body), d.Lease)
 			}
 		}
 	}

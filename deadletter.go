@@ -173,8 +173,8 @@ type RedriveOptions struct {
 // that one: each becomes pending again with a fresh delivery count. It returns how
 // many it redrove and the offset to continue from.
 func (b *Broker) RedriveDeadLetters(ctx context.Context, streamName, sub string, opts RedriveOptions) (int, int64, error) {
-	if opts.PerSecond < 0 || opts.PerSecond > 1e6 {
-		return 0, opts.Query.From, invalid("RedriveOptions.PerSecond", "%v outside [0, 1e6]", opts.PerSecond)
+	if opts.PerSecond != 0 && (opts.PerSecond < 0.001 || opts.PerSecond > 1e6) {
+		return 0, opts.Query.From, invalid("RedriveOptions.PerSecond", "%v: 0 (no bound) or in [0.001, 1e6]", opts.PerSecond)
 	}
 	opts.Query.IncludeRedriven = false
 	dls, next, err := b.DeadLetters(ctx, streamName, sub, opts.Query)

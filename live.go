@@ -38,6 +38,7 @@ func (b *Broker) SubscribeLive(ctx context.Context, streamName string, cfg LiveC
 	for i := range n {
 		r, err := b.NewReader(ctx, streamName, ReaderConfig{Partition: i, Start: start, FetchBytes: cfg.FetchBytes})
 		if err != nil {
+			lr.Close()
 			return nil, err
 		}
 		lr.parts = append(lr.parts, r.(*partitionReader))

@@ -45,14 +45,23 @@ func toRecord(m *Message, now time.Time) batch.Record {
 // Publish stores msg and returns its partition and offset once it is durable under
 // the stream's sync policy. If ctx ends first the message may or may not be stored.
 func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Position, error) {
+	return b.publish(ctx, name, msg, true)
+}
+
+// publish is Publish; the broker's own messages (dead letters, which carry a
+// message that was within its own stream's limits plus their history) skip the
+// size and header-count limits.
+func (b *Broker) publish(ctx context.Context, name string, msg Message, limits bool) (Position, error) {
 	s, release, err := b.acquire(name)
 	if err != nil {
 		return Position{}, err
 	}
 	defer release()
 	now := b.opts.now()
-	if err := msg.validate("Message", s.cfg.MaxMessageBytes, now); err != nil {
-		return Position{}, err
+	if limits {
+		if err := msg.validate("Message", s.cfg.MaxMessageBytes, now); err != nil {
+			return Position{}, err
+		}
 	}
 	part, err := s.partitionFor(&msg, "Message")
 	if err != nil {

@@ -100,7 +100,16 @@ type scheduleState struct {
 	f    scheduleFile
 	cron *schedule.Cron
 	loc  *time.Location
+	// After a failed fire: not before retryAt, and the next wait doubles.
+	retryAt   time.Time
+	retryWait time.Duration
 }
+
+// Bounds of the wait after a failed fire.
+const (
+	minFireRetry = 100 * time.Millisecond
+	maxFireRetry = time.Minute
+)
 
 // scheduler owns the schedules. mu serializes firing and changes.
 type scheduler struct {
@@ -305,8 +314,18 @@ func (b *Broker) runSchedules() time.Time {
 		if st.f.Config.Paused {
 			continue
 		}
+		if now.Before(st.retryAt) {
+			if earliest.IsZero() || st.retryAt.Before(earliest) {
+				earliest = st.retryAt
+			}
+			continue
+		}
 		b.fireDue(st, now)
-		if n, ok := st.next(time.UnixMilli(st.f.LastTick)); ok && (earliest.IsZero() || n.Before(earliest)) {
+		n, ok := st.next(time.UnixMilli(st.f.LastTick))
+		if now.Before(st.retryAt) {
+			n, ok = st.retryAt, true
+		}
+		if ok && (earliest.IsZero() || n.Before(earliest)) {
 			earliest = n
 		}
 	}
@@ -334,7 +353,12 @@ func (b *Broker) fireDue(st *scheduleState, now time.Time) {
 		return
 	}
 	last := due[len(due)-1]
-	if n == 1 && now.Sub(last) <= MissedGrace || st.f.Config.Missed == MissedCatchUpOnce {
+	// The newest tick fires when it is on time (or, under MissedCatchUpOnce, in
+	// any case); older ones were missed, and that one fire stands for them.
+	if now.Sub(last) <= MissedGrace || st.f.Config.Missed == MissedCatchUpOnce {
+		if n > 1 {
+			b.opts.Logger.Warn("sluice: schedule missed ticks", "schedule", st.f.Config.Name, "missed", n-1)
+		}
 		b.fire(st, last)
 		return
 	}
@@ -350,10 +374,11 @@ func (b *Broker) fireDue(st *scheduleState, now time.Time) {
 // went out.
 func (b *Broker) fire(st *scheduleState, tick time.Time) {
 	c := st.f.Config
-	ctx := context.Background()
+	ctx := b.stopCtx // a publish stuck at Close ends with the broker
 	info, err := b.Stream(ctx, c.Stream)
 	if err != nil {
 		b.opts.Logger.Warn("sluice: schedule cannot fire", "schedule", c.Name, "error", err)
+		st.backoff(b.opts.now())
 		return
 	}
 	p := &pendingFire{Tick: tick.UnixMilli()}
@@ -378,8 +403,10 @@ func (b *Broker) fire(st *scheduleState, tick time.Time) {
 	st.f.Pending = nil
 	if err != nil {
 		b.opts.Logger.Warn("sluice: schedule publish failed; will retry", "schedule", c.Name, "tick", tick, "error", err)
+		st.backoff(b.opts.now())
 	} else {
 		st.f.LastTick, st.f.Fired = p.Tick, st.f.Fired+1
+		st.retryAt, st.retryWait = time.Time{}, 0
 	}
 	if err := b.saveSchedule(st); err != nil {
 		b.opts.Logger.Error("sluice: saving schedule", "schedule", c.Name, "error", err)
@@ -396,7 +423,7 @@ func (b *Broker) CreateSchedule(ctx context.Context, cfg ScheduleConfig) (Schedu
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.byKey[cfg.Name]; ok {
-		return ScheduleInfo{}, fmt.Errorf("%w: schedule %q", ErrStreamExists, cfg.Name)
+		return ScheduleInfo{}, fmt.Errorf("%w: %q", ErrScheduleExists, cfg.Name)
 	}
 	if len(s.byKey) >= MaxSchedules {
 		return ScheduleInfo{}, invalid("ScheduleConfig.Name", "%d schedules, limit MaxSchedules=%d", len(s.byKey), MaxSchedules)
@@ -418,8 +445,13 @@ func (b *Broker) wakeScheduler() {
 	}
 }
 
-// ErrScheduleNotFound is returned for a schedule that does not exist.
-var ErrScheduleNotFound = errors.New("sluice: schedule not found")
+// Schedule errors. Test with errors.Is.
+var (
+	// ErrScheduleNotFound is returned for a schedule that does not exist.
+	ErrScheduleNotFound = errors.New("sluice: schedule not found")
+	// ErrScheduleExists is returned by CreateSchedule for a name in use.
+	ErrScheduleExists = errors.New("sluice: schedule already exists")
+)
 
 // PauseSchedule pauses or resumes a schedule. Ticks that pass while it is paused
 // are skipped.
@@ -474,4 +506,10 @@ func (b *Broker) ListSchedules(ctx context.Context) ([]ScheduleInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Config.Name < out[j].Config.Name })
 	return out, nil
+}
+
+// backoff delays the next attempt after a failed fire, doubling up to a minute.
+func (st *scheduleState) backoff(now time.Time) {
+	st.retryWait = min(max(2*st.retryWait, minFireRetry), maxFireRetry)
+	st.retryAt = now.Add(st.retryWait)
 }

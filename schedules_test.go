@@ -94,29 +94,44 @@ func TestScheduleMissedTicks(t *testing.T) {
 		policy MissedPolicy
 		want   []string
 	}{
-		{MissedSkip, []string{"10:00", "11:30"}},
-		{MissedCatchUpOnce, []string{"10:00", "11:29", "11:30"}},
+		{MissedSkip, []string{"10:00", "11:10"}},
+		{MissedCatchUpOnce, []string{"10:00", "11:00", "11:10"}},
 	} {
 		t.Run(string(c.policy), func(t *testing.T) {
-			clk := &testClock{t: time.Date(2026, 5, 1, 9, 59, 0, 0, time.UTC)}
+			clk := &testClock{t: time.Date(2026, 5, 1, 9, 50, 0, 0, time.UTC)}
 			dir := t.TempDir()
 			ctx := context.Background()
 			b := openWithClock(t, dir, clk)
 			b.CreateStream(ctx, StreamConfig{Name: "s"})
-			b.CreateSchedule(ctx, ScheduleConfig{Name: "x", Stream: "s", Every: time.Minute, Missed: c.policy})
-			clk.advance(time.Minute) // 10:00
+			b.CreateSchedule(ctx, ScheduleConfig{Name: "x", Stream: "s", Every: 10 * time.Minute, Missed: c.policy})
+			clk.advance(10 * time.Minute) // 10:00
 			b.runSchedules()
 			b.Close()
-			clk.advance(89*time.Minute + 30*time.Second) // down until 11:29:30
+			clk.advance(65 * time.Minute) // down until 11:05: 10:10 to 11:00 missed
 			b = openWithClock(t, dir, clk)
 			defer b.Close()
 			b.runSchedules()
-			clk.advance(30 * time.Second)
+			clk.advance(5 * time.Minute)
 			b.runSchedules()
 			if got := scheduled(t, b, "s"); !equalStrings(got, c.want) {
 				t.Fatalf("fired %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// A tick a little late (within MissedGrace) still fires, even after an outage.
+func TestScheduleLateTickWithinGraceFires(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 5, 1, 9, 59, 0, 0, time.UTC)}
+	b := openWithClock(t, t.TempDir(), clk)
+	defer b.Close()
+	ctx := context.Background()
+	b.CreateStream(ctx, StreamConfig{Name: "s"})
+	b.CreateSchedule(ctx, ScheduleConfig{Name: "x", Stream: "s", Every: time.Second})
+	clk.advance(61500 * time.Millisecond) // a stall of a minute and a half second
+	b.runSchedules()
+	if got := scheduled(t, b, "s"); len(got) != 1 {
+		t.Fatalf("after a stall: fired %v, want the newest tick once", got)
 	}
 }
 

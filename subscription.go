@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicemq/sluice/internal/logstore"
@@ -35,8 +36,22 @@ var DefaultDeadLetterRetention = Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes
 // or it was already settled.
 var ErrStaleLease = subscription.ErrStaleLease
 
-// ErrSubscriptionNotFound is returned for a subscription that does not exist.
-var ErrSubscriptionNotFound = errors.New("sluice: subscription not found")
+// Subscription errors. Test with errors.Is.
+var (
+	// ErrSubscriptionNotFound is returned for a subscription that does not exist.
+	ErrSubscriptionNotFound = errors.New("sluice: subscription not found")
+	// ErrSubscriptionExists is returned by CreateSubscription for a name in use.
+	ErrSubscriptionExists = errors.New("sluice: subscription already exists")
+	// ErrSubscriptionFailed is returned once a subscription's journal failed; it
+	// stops until the broker is reopened.
+	ErrSubscriptionFailed = subscription.ErrFailed
+	// ErrSourceGone is returned by a redrive whose message retention removed.
+	ErrSourceGone = subscription.ErrSourceGone
+)
+
+// MaxSubscriptionsPerStream bounds the subscriptions of one stream: each costs a
+// journal and a watcher per partition.
+const MaxSubscriptionsPerStream = 1000
 
 // SubscriptionMode says how a subscription shares messages among its consumers.
 type SubscriptionMode = subscription.Mode
@@ -230,6 +245,9 @@ func (b *Broker) openSub(s *stream, cfg SubscriptionConfig) (*subscription.Sub, 
 	})
 }
 
+// maxAttemptsHeader bounds the attempt history a dead letter carries.
+const maxAttemptsHeader = 32 << 10
+
 // Headers a dead letter carries besides the original message's own.
 const (
 	HeaderDLQStream       = "sluice-dlq-stream"
@@ -250,9 +268,20 @@ func (b *Broker) deadLetter(ctx context.Context, source string, cfg Subscription
 	if err != nil {
 		return err
 	}
-	hdrs := append([]Header(nil), m.Headers...)
-	if len(hdrs) > MaxHeaders-9 {
-		hdrs = hdrs[:MaxHeaders-9] // room for ours; the rest would not fit the limit
+	if len(attempts) > maxAttemptsHeader {
+		// Keep the newest attempts that fit.
+		for len(m.Attempts) > 1 && len(attempts) > maxAttemptsHeader {
+			m.Attempts = m.Attempts[1:]
+			attempts, _ = json.Marshal(m.Attempts)
+		}
+	}
+	var hdrs []Header
+	for _, h := range m.Headers {
+		// A deliver-at time is spent, and headers of an earlier dead-lettering
+		// would be confused with this one's.
+		if h.Key != DeliverAtHeader && !strings.HasPrefix(h.Key, "sluice-dlq-") {
+			hdrs = append(hdrs, h)
+		}
 	}
 	add := func(k, v string) { hdrs = append(hdrs, Header{Key: k, Value: []byte(v)}) }
 	add(HeaderDLQStream, source)
@@ -268,13 +297,14 @@ func (b *Broker) deadLetter(ctx context.Context, source string, cfg Subscription
 	hdrs = append(hdrs, Header{Key: HeaderDLQAttempts, Value: attempts})
 	// Partition 0: a dead-letter log is read in one order, by its offsets.
 	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Time: time.UnixMilli(m.Timestamp), Partition: ToPartition(0)}
-	_, err = b.Publish(ctx, cfg.DeadLetterStream, msg)
+	_, err = b.publish(ctx, cfg.DeadLetterStream, msg, false)
 	return err
 }
 
 func (s *stream) closeSubs() error {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	s.subsClosed = true // no subscription is added after this
 	var errs []error
 	for n, st := range s.subs {
 		if err := st.sub.Close(); err != nil {
@@ -292,6 +322,9 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 		return SubscriptionInfo{}, err
 	}
 	cfg = cfg.withDefaults(streamName)
+	if _, err := b.lookup(streamName); err != nil {
+		return SubscriptionInfo{}, err // before creating a dead-letter stream for nothing
+	}
 	dlq := StreamConfig{Name: cfg.DeadLetterStream, Retention: DefaultDeadLetterRetention}
 	if _, err := b.CreateStream(ctx, dlq); err != nil && !errors.Is(err, ErrStreamExists) {
 		return SubscriptionInfo{}, fmt.Errorf("sluice: create dead-letter stream: %w", err)
@@ -303,8 +336,14 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 	defer release()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
+	if s.subsClosed {
+		return SubscriptionInfo{}, fmt.Errorf("%w: %q", ErrStreamNotFound, streamName)
+	}
 	if _, ok := s.subs[cfg.Name]; ok {
-		return SubscriptionInfo{}, fmt.Errorf("%w: subscription %q on %q", ErrStreamExists, cfg.Name, streamName)
+		return SubscriptionInfo{}, fmt.Errorf("%w: %q on %q", ErrSubscriptionExists, cfg.Name, streamName)
+	}
+	if len(s.subs) >= MaxSubscriptionsPerStream {
+		return SubscriptionInfo{}, invalid("SubscriptionConfig.Name", "stream %q has %d subscriptions, limit MaxSubscriptionsPerStream=%d", streamName, len(s.subs), MaxSubscriptionsPerStream)
 	}
 	dir := s.subDir(cfg.Name)
 	data, err := json.MarshalIndent(cfg, "", "  ")

@@ -147,7 +147,7 @@ func TestSubscriptionLifecycleAndErrors(t *testing.T) {
 	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a"}); !errors.Is(err, ErrStreamExists) {
+	if _, err := f.b.CreateSubscription(f.ctx, "s", SubscriptionConfig{Name: "a"}); !errors.Is(err, ErrSubscriptionExists) {
 		t.Fatalf("duplicate subscription: %v", err)
 	}
 	if _, err := f.b.NewConsumer(f.ctx, "s", "a", ConsumerConfig{MaxInFlight: MaxMaxInFlight + 1}); !errors.Is(err, ErrInvalid) {
