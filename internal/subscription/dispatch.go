@@ -1,6 +1,7 @@
 package subscription
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -75,7 +76,30 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 		s.leases.push(timeItem{at: pd.deadline, partition: d.Partition, offset: d.Offset, lease: d.Lease})
 	}
 	s.inflight[consumer] += len(out)
+	s.compactLeasesLocked()
 	return out, nil
+}
+
+// compactLeasesLocked rebuilds the lease heap once settled and extended leases,
+// which stay in it until their old deadline, outnumber the live ones: its size
+// stays proportional to what is in flight, not to throughput times Lease.
+func (s *Sub) compactLeasesLocked() {
+	live := 0
+	for _, n := range s.inflight {
+		live += n
+	}
+	if len(s.leases) <= 4*live+1024 {
+		return
+	}
+	s.leases = s.leases[:0]
+	for i, ps := range s.state {
+		for _, pd := range ps.pend {
+			if pd.lease != 0 {
+				s.leases = append(s.leases, timeItem{at: pd.deadline, partition: i, offset: pd.Offset, lease: pd.lease})
+			}
+		}
+	}
+	heap.Init(&s.leases)
 }
 
 // maxEventsPerDispatch bounds the journal events one Fetch may write (deliveries,
@@ -292,6 +316,7 @@ func (s *Sub) Extend(part int, off int64, lease uint64, d time.Duration) (time.T
 	}
 	pd.deadline = ms(s.now().Add(d))
 	s.leases.push(timeItem{at: pd.deadline, partition: part, offset: off, lease: lease})
+	s.compactLeasesLocked()
 	return time.UnixMilli(pd.deadline), nil
 }
 

@@ -170,3 +170,26 @@ func TestFetchDoesNotSpinWhenFull(t *testing.T) {
 		t.Fatalf("Fetch looped %d times in 200 ms", n)
 	}
 }
+
+// The lease heap stays proportional to what is in flight.
+func TestLeaseHeapStaysBounded(t *testing.T) {
+	e := newEnv(t, 1, Config{Name: "q", Lease: 12 * time.Hour})
+	for i := range 5000 {
+		e.publish(0, fmt.Sprint(i))
+	}
+	for {
+		ds := e.fetch("c", 100)
+		if len(ds) == 0 {
+			break
+		}
+		for _, d := range ds {
+			e.ack(d)
+		}
+	}
+	e.sub.mu.Lock()
+	n := len(e.sub.leases)
+	e.sub.mu.Unlock()
+	if n > 1024+100 {
+		t.Fatalf("lease heap holds %d entries with nothing in flight", n)
+	}
+}
