@@ -48,7 +48,15 @@ func (p *Partition) Close() error {
 		p.closed.Store(true)
 		var errs []error
 		if p.failure.Load() == nil {
-			if err := p.segs[len(p.segs)-1].f.Sync(); err != nil {
+			// A cleanly closed segment ends with its last batch, as a sealed one
+			// does: preallocated zeros are not left behind on an idle partition.
+			active := p.segs[len(p.segs)-1]
+			if active.fileSize > active.size {
+				if err := active.f.Truncate(active.size); err != nil {
+					errs = append(errs, fmt.Errorf("logstore: truncate %s: %w", active.path, err))
+				}
+			}
+			if err := active.f.Sync(); err != nil {
 				errs = append(errs, fmt.Errorf("logstore: final sync: %w", err))
 			}
 		}

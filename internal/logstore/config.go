@@ -72,6 +72,13 @@ type Config struct {
 	// ackBeforeSync makes SyncAlways acknowledge before the sync: a deliberately
 	// broken engine that the crash tests must catch. Tests only.
 	ackBeforeSync bool
+	// zeroLengthEnds makes recovery take a batch length field of zero as the clean
+	// end of the active segment without checking that every byte after it is
+	// zero: a deliberately broken engine that keeps stale bytes. Tests only.
+	zeroLengthEnds bool
+	// prezeroNoSync makes prezero skip the sync of the zeros, so that the next
+	// group's fdatasync pays for the file's growth after all. Tests only.
+	prezeroNoSync bool
 }
 
 func (c *Config) withDefaults() Config {

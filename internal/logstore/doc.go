@@ -15,7 +15,10 @@
 // previous batch's last offset plus one, and the first batch's base offset is the
 // number in the file name. A segment rolls (a new one starts) when the next batch
 // would take it past Config.SegmentBytes; a batch larger than that gets a segment of
-// its own. Only the last segment, the active one, is ever written.
+// its own. Only the last segment, the active one, is ever written. The active
+// segment's file may continue past its last batch with zeros (preallocated space; see
+// Durability); a sealed segment's file ends with its last batch, and so does the
+// active one's after a clean Close.
 //
 // The index has one 16-byte entry per Config.IndexIntervalBytes of segment data, each
 // at the start of a batch, all integers big-endian:
@@ -45,14 +48,40 @@
 // never retried: the partition stops accepting writes (fail-stop) and every waiting
 // publisher gets ErrFailed.
 //
-// Before a segment rolls, its data is synced and its index written, so only the
-// active segment can hold unsynced bytes. Creating, renaming and removing files is
-// followed by a sync of the directory.
+// The writer writes each group with one positioned write (pwrite) at the end of the
+// active segment's data, not with O_APPEND, because of preallocation: on ext4 (and
+// most file systems) an fdatasync after a write that grows the file also commits the
+// journal, for the new size and blocks, while one after overwriting blocks that were
+// already written and synced only flushes the data. So under SyncAlways the writer
+// keeps the file zero-filled and synced ahead of the data, between groups: when less
+// than half a step of zeros is left it writes a step more (the segment's data size
+// clamped to [1 MiB, 4 MiB], never past SegmentBytes) and syncs them. Zero-filling
+// writes every byte twice, which costs more than the journal commits save once the
+// disk's bandwidth rather than the fdatasync's fixed cost is the limit; the writer
+// therefore preallocates only while the average group (a moving average of the bytes
+// per fdatasync) is below 128 KiB. The other policies sync too rarely to gain from it
+// and never preallocate. BENCHMARKS.md has the measurements. The zeros carry no
+// durability promise of their own: an fdatasync covers the whole file, so a group is
+// durable once its own sync returns, synced zeros under it or not; syncing them
+// first is what keeps the journal commit out of the groups' syncs (the tests check
+// that it does). A failed zero-fill write or sync stops the partition like any other.
+//
+// Before a segment rolls, its file is truncated to its data (dropping the zeros),
+// its data synced (the sync makes the new length durable too) and its index
+// written, so only the active segment can hold unsynced bytes or zeros. Creating,
+// renaming and removing files is followed by a sync of the directory.
 //
 // # Recovery
 //
 // Open validates the active segment batch by batch (header, CRC, offset continuity)
-// and truncates it after the last valid batch: a torn or unsynced tail is dropped.
+// up to the first invalid position. If every byte from there to the end of the file
+// is zero, that is the clean end of a preallocated segment: nothing is reported and
+// the zeros stay, to be overwritten. Anything else there is a torn or unsynced tail
+// (or damage, which cannot be told apart from one), and the file is truncated at that
+// position and synced: all of the tail goes, not only the bad batch, so that no stale
+// byte is left past the end. That matters because the writer writes at its position:
+// a later group could otherwise cover a gap exactly and make a stale batch after it
+// look continuous.
 // Sealed segments are trusted for their length (they were synced before the roll) and
 // their index is checked; a missing or damaged index is rebuilt from the data. Every
 // batch is also verified when it is read. A sealed segment that fails verification is

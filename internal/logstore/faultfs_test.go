@@ -61,6 +61,7 @@ func (c *crashFS) wrap(f vfs.File, err error) (vfs.File, error) {
 
 func (c *crashFS) Create(name string) (vfs.File, error)     { return c.wrap(c.Mem.Create(name)) }
 func (c *crashFS) OpenAppend(name string) (vfs.File, error) { return c.wrap(c.Mem.OpenAppend(name)) }
+func (c *crashFS) OpenWrite(name string) (vfs.File, error)  { return c.wrap(c.Mem.OpenWrite(name)) }
 
 func (c *crashFS) Remove(name string) error {
 	defer c.step()
@@ -85,6 +86,11 @@ type crashFile struct {
 func (f crashFile) Write(p []byte) (int, error) {
 	defer f.c.step()
 	return f.File.Write(p)
+}
+
+func (f crashFile) WriteAt(p []byte, off int64) (int, error) {
+	defer f.c.step()
+	return f.File.WriteAt(p, off)
 }
 
 func (f crashFile) Sync() error {
@@ -115,6 +121,9 @@ func (w *failingWrites) Create(name string) (vfs.File, error) { return w.wrap(w.
 func (w *failingWrites) OpenAppend(name string) (vfs.File, error) {
 	return w.wrap(w.Mem.OpenAppend(name))
 }
+func (w *failingWrites) OpenWrite(name string) (vfs.File, error) {
+	return w.wrap(w.Mem.OpenWrite(name))
+}
 
 type failingFile struct {
 	vfs.File
@@ -128,8 +137,16 @@ func (f failingFile) Write(p []byte) (int, error) {
 	return f.File.Write(p)
 }
 
-// gatedWrites is a vfs.Mem whose file writes block while the gate is closed. It
-// holds the writer goroutine inside a write, so that later appends queue up.
+func (f failingFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.w.fail.Load() {
+		return 0, errInjected
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// gatedWrites is a vfs.Mem whose file writes of data block while the gate is
+// closed. It holds the writer goroutine inside a group's write, so that later
+// appends queue up. Writes of zeros only (preallocation) pass.
 type gatedWrites struct {
 	*vfs.Mem
 	mu      sync.Mutex
@@ -166,6 +183,7 @@ func (g *gatedWrites) Create(name string) (vfs.File, error) { return g.wrap(g.Me
 func (g *gatedWrites) OpenAppend(name string) (vfs.File, error) {
 	return g.wrap(g.Mem.OpenAppend(name))
 }
+func (g *gatedWrites) OpenWrite(name string) (vfs.File, error) { return g.wrap(g.Mem.OpenWrite(name)) }
 
 type gatedFile struct {
 	vfs.File
@@ -173,6 +191,19 @@ type gatedFile struct {
 }
 
 func (f gatedFile) Write(p []byte) (int, error) {
+	f.wait()
+	return f.File.Write(p)
+}
+
+func (f gatedFile) WriteAt(p []byte, off int64) (int, error) {
+	if !allZero(p) {
+		f.wait()
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// wait returns once the gate is open.
+func (f gatedFile) wait() {
 	f.g.mu.Lock()
 	open := f.g.open
 	f.g.mu.Unlock()
@@ -185,7 +216,6 @@ func (f gatedFile) Write(p []byte) (int, error) {
 		}
 		<-open
 	}
-	return f.File.Write(p)
 }
 
 // syncTracker is a vfs.Mem that remembers, per file, how many bytes its last
@@ -225,6 +255,11 @@ func (s *syncTracker) OpenAppend(name string) (vfs.File, error) {
 	return s.wrap(name, f, err)
 }
 
+func (s *syncTracker) OpenWrite(name string) (vfs.File, error) {
+	f, err := s.Mem.OpenWrite(name)
+	return s.wrap(name, f, err)
+}
+
 type trackedFile struct {
 	vfs.File
 	s    *syncTracker
@@ -243,4 +278,97 @@ func (f trackedFile) Sync() error {
 	f.s.synced[f.name] = max(f.s.synced[f.name], size)
 	f.s.mu.Unlock()
 	return nil
+}
+
+// growthTracker is a vfs.Mem that watches the syncs of the files opened for
+// writing: how many came after a data write (not only zeros) and how many of those
+// found the file longer than at its previous sync. On ext4 such a sync pays for a
+// journal commit; preallocation exists to avoid it.
+type growthTracker struct {
+	*vfs.Mem
+	mu          sync.Mutex
+	zeroWrites  int // writes of zeros only
+	dataSyncs   int // syncs after a write of data
+	dataGrowths int // those that found the file longer than at its last sync
+}
+
+func (g *growthTracker) counts() (zeroWrites, dataSyncs, dataGrowths int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.zeroWrites, g.dataSyncs, g.dataGrowths
+}
+
+func (g *growthTracker) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	return &growthFile{File: f, g: g, synced: size}, nil
+}
+
+func (g *growthTracker) Create(name string) (vfs.File, error) { return g.wrap(g.Mem.Create(name)) }
+func (g *growthTracker) OpenAppend(name string) (vfs.File, error) {
+	return g.wrap(g.Mem.OpenAppend(name))
+}
+func (g *growthTracker) OpenWrite(name string) (vfs.File, error) {
+	return g.wrap(g.Mem.OpenWrite(name))
+}
+
+type growthFile struct {
+	vfs.File
+	g      *growthTracker
+	synced int64 // the file's size at its last sync
+	data   bool  // data written since the last sync
+}
+
+func (f *growthFile) written(p []byte) {
+	if !allZero(p) {
+		f.data = true
+		return
+	}
+	f.g.mu.Lock()
+	f.g.zeroWrites++
+	f.g.mu.Unlock()
+}
+
+func (f *growthFile) Write(p []byte) (int, error) {
+	f.written(p)
+	return f.File.Write(p)
+}
+
+func (f *growthFile) WriteAt(p []byte, off int64) (int, error) {
+	f.written(p)
+	return f.File.WriteAt(p, off)
+}
+
+func (f *growthFile) Sync() error {
+	if err := f.File.Sync(); err != nil {
+		return err
+	}
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	f.g.mu.Lock()
+	if f.data {
+		f.g.dataSyncs++
+		if size > f.synced {
+			f.g.dataGrowths++
+		}
+	}
+	f.g.mu.Unlock()
+	f.synced, f.data = size, false
+	return nil
+}
+
+func allZero(p []byte) bool {
+	for _, c := range p {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

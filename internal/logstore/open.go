@@ -3,6 +3,7 @@ package logstore
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"path/filepath"
 	"strings"
@@ -27,9 +28,10 @@ type Partition struct {
 	notify   chan struct{} // closed and replaced when hw advances
 
 	// Writer state, owned by the writer goroutine.
-	next   int64 // offset the next batch gets
-	active *segment
-	wbuf   []byte
+	next       int64 // offset the next batch gets
+	active     *segment
+	wbuf       []byte
+	groupBytes int64 // moving average of the bytes written per group
 
 	reqs      chan *appendReq
 	syncCh    chan *syncJob
@@ -142,15 +144,19 @@ func (p *Partition) recover() error {
 	return nil
 }
 
-// openActive opens the last segment for appending: it verifies every batch, rebuilds
-// the in-memory index and truncates after the last valid batch.
+// openActive opens the last segment for writing: it verifies every batch, rebuilds
+// the in-memory index and finds the end of the data. If only zeros follow the last
+// valid batch, that is the clean end and the zeros stay (preallocated space);
+// anything else after it is a torn tail, and the file is truncated there, so that no
+// stale byte past the end can ever be mistaken for data.
 func (p *Partition) openActive(base int64) (*segment, error) {
 	path := segmentName(p.cfg.Dir, base)
-	f, size, err := openSized(p.fs.OpenAppend, path)
+	f, size, err := openSized(p.fs.OpenWrite, path)
 	if err != nil {
 		return nil, err
 	}
 	s := newSegment(base, path, f)
+	s.fileSize = size
 	sc := newScanner(f, 0, size, base)
 	for {
 		pos, _, h, err := sc.next()
@@ -158,6 +164,14 @@ func (p *Partition) openActive(base int64) (*segment, error) {
 			break
 		}
 		if err != nil {
+			zeros, zerr := p.zeroTail(f, pos, size)
+			if zerr != nil {
+				f.Close()
+				return nil, fmt.Errorf("read %s: %w", path, zerr)
+			}
+			if zeros {
+				break
+			}
 			p.cfg.Logger.Warn("logstore: truncating torn tail of the active segment",
 				"segment", path, "position", pos, "dropped_bytes", size-pos, "reason", err)
 			if err := f.Truncate(pos); err != nil {
@@ -168,6 +182,7 @@ func (p *Partition) openActive(base int64) (*segment, error) {
 				f.Close()
 				return nil, fmt.Errorf("sync %s: %w", path, err)
 			}
+			s.fileSize = pos
 			break
 		}
 		s.indexBatchLocked(pos, h.BaseOffset, h.NextOffset(), h.MaxTimestamp, p.cfg.IndexIntervalBytes)
@@ -291,6 +306,33 @@ func (p *Partition) quarantineFiles(path string) error {
 		}
 	}
 	return p.fs.SyncDir(p.cfg.Dir)
+}
+
+// zeroTail reports whether bytes [from, to) of f are all zero.
+func (p *Partition) zeroTail(f vfs.File, from, to int64) (bool, error) {
+	if p.cfg.zeroLengthEnds {
+		// The mutant: a zero length field is taken for the end, whatever follows.
+		var field [batchLengthField]byte
+		n, _ := f.ReadAt(field[:], from)
+		return n == len(field) && field == [batchLengthField]byte{}, nil
+	}
+	buf := make([]byte, min(to-from, scanWindow))
+	for pos := from; pos < to; {
+		b := buf[:min(to-pos, int64(len(buf)))]
+		if n, err := f.ReadAt(b, pos); n < len(b) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return false, err
+		}
+		for _, c := range b {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		pos += int64(len(b))
+	}
+	return true, nil
 }
 
 // openSized opens path with open and returns the file and its size.

@@ -92,7 +92,8 @@ func checkAll(t testing.TB, p *Partition, sent sentLog) {
 // TestTornTailTruncated damages the end of the active segment the ways a crash or
 // a preallocating file system can, and checks that Open drops exactly the damage:
 // the file is cut back to its last whole batch, every batch before it is intact,
-// and the next append takes the offset after it.
+// and the next append takes the offset after it. (A tail of zeros only is the clean
+// end of a preallocated segment: TestZeroTailIsCleanEnd.)
 func TestTornTailTruncated(t *testing.T) {
 	next := func(hw int64) []byte {
 		b := testBatch("next", 3, 5)
@@ -104,7 +105,8 @@ func TestTornTailTruncated(t *testing.T) {
 		tail func(hw int64) []byte
 	}{
 		{"garbage", func(int64) []byte { return bytes.Repeat([]byte{0xa5, 0x5a, 0x01}, 40) }},
-		{"zeros", func(int64) []byte { return make([]byte, 4096) }},
+		{"zeros then garbage", func(int64) []byte { return append(make([]byte, 4096), 1) }},
+		{"zeros then a batch", func(hw int64) []byte { return append(make([]byte, 100), next(hw)...) }},
 		{"length field only", func(hw int64) []byte { return next(hw)[:7] }},
 		{"header only", func(hw int64) []byte { return next(hw)[:batch.HeaderSize] }},
 		{"half a batch", func(hw int64) []byte { b := next(hw); return b[:len(b)/2] }},

@@ -53,6 +53,11 @@ type segment struct {
 	// durable (or written, under the lazier sync policies).
 	visible atomic.Int64
 
+	// fileSize is the length of the file, which the writer owns: the active
+	// segment's file may extend past size, and [size, fileSize) then holds zeros
+	// (preallocation; see prezero). A sealed segment's file is truncated to size.
+	fileSize int64
+
 	mu     sync.Mutex
 	size   int64 // bytes written; == visible once the segment is sealed
 	next   int64 // offset after the last batch written
