@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicemq/sluice/internal/logstore"
+	"github.com/sluicemq/sluice/internal/subscription"
 )
 
 // SyncPolicy says when a published message is acknowledged relative to fsync.
@@ -102,19 +103,7 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	return c
 }
 
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > MaxStreamNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
+func validName(s string) bool { return subscription.ValidName(s, MaxStreamNameLen) }
 
 // Validate checks every field against its limits; zero fields count as their
 // defaults.

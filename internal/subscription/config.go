@@ -141,7 +141,8 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
-// ValidName reports whether s is a valid subscription or consumer name.
+// ValidName reports whether s is a valid name of at most maxLen bytes: streams,
+// subscriptions, consumers and schedules all follow this rule.
 func ValidName(s string, maxLen int) bool {
 	if len(s) == 0 || len(s) > maxLen {
 		return false

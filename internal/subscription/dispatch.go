@@ -182,14 +182,11 @@ func deliverAt(r *batch.Record) (int64, bool) {
 func (s *Sub) Seek(ctx context.Context, part int, off int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	log, err := s.partitionLocked(part)
+	if err != nil {
 		return err
 	}
-	parts := s.parts()
-	if part < 0 || part >= len(parts) {
-		return fieldErr("partition", "%d outside [0, %d)", part, len(parts))
-	}
-	off = min(max(off, parts[part].StartOffset()), parts[part].HighWatermark())
+	off = min(max(off, log.StartOffset()), log.HighWatermark())
 	if err := s.journalLocked(ctx, event{kind: evSeek, partition: part, offset: off}); err != nil {
 		return err
 	}
@@ -328,14 +325,11 @@ var ErrSourceGone = errors.New("subscription: message no longer stored")
 func (s *Sub) Redrive(ctx context.Context, part int, off, dlqOffset int64, key []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.usable(); err != nil {
+	log, err := s.partitionLocked(part)
+	if err != nil {
 		return err
 	}
-	parts := s.parts()
-	if part < 0 || part >= len(parts) {
-		return fieldErr("partition", "%d outside [0, %d)", part, len(parts))
-	}
-	if off < parts[part].StartOffset() {
+	if off < log.StartOffset() {
 		return fmt.Errorf("%w: partition %d offset %d", ErrSourceGone, part, off)
 	}
 	ps := s.partLocked(part)
@@ -466,3 +460,16 @@ func (s *Sub) dispatchOrderedLocked(ctx context.Context, i int, ps *partState, l
 
 // errHoldBack tells dispatch that a partition may not deliver new messages yet.
 var errHoldBack = errors.New("held back")
+
+// partitionLocked checks that the subscription is usable and part exists, and
+// returns its log.
+func (s *Sub) partitionLocked(part int) (logstore.Log, error) {
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	parts := s.parts()
+	if part < 0 || part >= len(parts) {
+		return nil, fieldErr("partition", "%d outside [0, %d)", part, len(parts))
+	}
+	return parts[part], nil
+}
