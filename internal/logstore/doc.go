@@ -81,7 +81,10 @@
 // position and synced: all of the tail goes, not only the bad batch, so that no stale
 // byte is left past the end. That matters because the writer writes at its position:
 // a later group could otherwise cover a gap exactly and make a stale batch after it
-// look continuous.
+// look continuous. The price of the clean zero end: if damage turned the last
+// batches of the active segment into zeros, they are dropped without a report. And
+// each open partition may hold up to about 6 MiB of zeros, which also makes a full
+// disk stop a partition that much earlier.
 // Sealed segments are trusted for their length (they were synced before the roll) and
 // their index is checked; a missing or damaged index is rebuilt from the data. Every
 // batch is also verified when it is read. A sealed segment that fails verification is
