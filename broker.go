@@ -224,19 +224,19 @@ func (b *Broker) lookup(name string) (*stream, error) {
 	return s, nil
 }
 
-// acquire returns the open stream called name, held shared (so that it is not
-// deleted or reconfigured under the caller) until release is called.
-func (b *Broker) acquire(name string) (s *stream, release func(), err error) {
-	s, err = b.lookup(name)
+// acquire returns the open stream called name, held shared (s.mu.RLock), so that
+// it is not deleted or reconfigured under the caller, who must RUnlock it.
+func (b *Broker) acquire(name string) (*stream, error) {
+	s, err := b.lookup(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s.mu.RLock()
 	if s.gone {
 		s.mu.RUnlock()
-		return nil, nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+		return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
 	}
-	return s, s.mu.RUnlock, nil
+	return s, nil
 }
 
 // CreateStream creates a stream. Its config is on disk before it returns.

@@ -28,12 +28,12 @@ func (b *Broker) SubscribeLive(ctx context.Context, streamName string, cfg LiveC
 	if cfg.Start != nil {
 		start = *cfg.Start
 	}
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return nil, err
 	}
 	n := len(s.parts)
-	release()
+	s.mu.RUnlock()
 	lr := &liveReader{b: b, stream: streamName, fetch: cfg.FetchBytes}
 	for i := range n {
 		r, err := b.NewReader(ctx, streamName, ReaderConfig{Partition: i, Start: start, FetchBytes: cfg.FetchBytes})
@@ -92,12 +92,12 @@ func (r *liveReader) Next(ctx context.Context) (Record, error) {
 
 // addPartitions starts reading partitions added to the stream since.
 func (r *liveReader) addPartitions(ctx context.Context) error {
-	s, release, err := r.b.acquire(r.stream)
+	s, err := r.b.acquire(r.stream)
 	if err != nil {
 		return err
 	}
 	n := len(s.parts)
-	release()
+	s.mu.RUnlock()
 	for i := len(r.parts); i < n; i++ {
 		p, err := r.b.NewReader(ctx, r.stream, ReaderConfig{Partition: i, Start: Earliest(), FetchBytes: r.fetch})
 		if err != nil {

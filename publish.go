@@ -15,6 +15,7 @@ import (
 type encoder struct {
 	recs []batch.Record
 	buf  []byte
+	bufs [][]byte // {buf}: Append's argument without an allocation per call
 }
 
 var encoderPool = sync.Pool{New: func() any { return new(encoder) }}
@@ -52,11 +53,11 @@ func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Positio
 // message that was within its own stream's limits plus their history) skip the
 // size and header-count limits.
 func (b *Broker) publish(ctx context.Context, name string, msg Message, limits bool) (Position, error) {
-	s, release, err := b.acquire(name)
+	s, err := b.acquire(name)
 	if err != nil {
 		return Position{}, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	now := b.opts.now()
 	if limits {
 		if err := msg.validate("Message", s.cfg.MaxMessageBytes, now); err != nil {
@@ -71,11 +72,13 @@ func (b *Broker) publish(ctx context.Context, name string, msg Message, limits b
 	e.recs = append(e.recs[:0], toRecord(&msg, now))
 	e.buf = batch.Append(e.buf[:0], e.recs)
 	clear(e.recs)
-	off, err := s.parts[part].Append(ctx, e.buf)
+	e.bufs = append(e.bufs[:0], e.buf)
+	off, err := s.parts[part].Append(ctx, e.bufs...)
 	if ctxErr := ctx.Err(); err != nil && ctxErr != nil && errors.Is(err, ctxErr) {
 		// The partition may still hold e.buf; do not reuse it.
 		return Position{}, err
 	}
+	e.bufs[0] = nil
 	encoderPool.Put(e)
 	if err != nil {
 		return Position{}, fmt.Errorf("sluice: publish to %s/%d: %w", name, part, err)
@@ -94,11 +97,11 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	if len(msgs) > MaxBatchMessages {
 		return nil, invalid("msgs", "%d messages, limit MaxBatchMessages=%d", len(msgs), MaxBatchMessages)
 	}
-	s, release, err := b.acquire(name)
+	s, err := b.acquire(name)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	total := 0
 	now := b.opts.now()
 	pos := make([]Position, len(msgs))

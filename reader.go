@@ -75,11 +75,11 @@ func (b *Broker) NewReader(ctx context.Context, name string, cfg ReaderConfig) (
 	if cfg.FetchBytes < 1 || cfg.FetchBytes > MaxFetchBytes {
 		return nil, invalid("ReaderConfig.FetchBytes", "%d outside [1, MaxFetchBytes=%d]", cfg.FetchBytes, MaxFetchBytes)
 	}
-	s, release, err := b.acquire(name)
+	s, err := b.acquire(name)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	if cfg.Partition < 0 || cfg.Partition >= len(s.parts) {
 		return nil, invalid("ReaderConfig.Partition", "%d outside [0, %d) for stream %q", cfg.Partition, len(s.parts), name)
 	}

@@ -329,11 +329,11 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 	if _, err := b.CreateStream(ctx, dlq); err != nil && !errors.Is(err, ErrStreamExists) {
 		return SubscriptionInfo{}, fmt.Errorf("sluice: create dead-letter stream: %w", err)
 	}
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return SubscriptionInfo{}, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	if s.subsClosed {
@@ -375,11 +375,11 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 // DeleteSubscription deletes a subscription and its state. Its dead-letter stream
 // stays.
 func (b *Broker) DeleteSubscription(ctx context.Context, streamName, name string) error {
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	st, ok := s.subs[name]
@@ -403,11 +403,11 @@ func (b *Broker) DeleteSubscription(ctx context.Context, streamName, name string
 
 // ListSubscriptions lists a stream's subscriptions, sorted by name.
 func (b *Broker) ListSubscriptions(ctx context.Context, streamName string) ([]SubscriptionInfo, error) {
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	out := make([]SubscriptionInfo, 0, len(s.subs))
@@ -428,11 +428,11 @@ func (b *Broker) Subscription(ctx context.Context, streamName, name string) (Sub
 }
 
 func (b *Broker) lookupSub(streamName, name string) (*subState, error) {
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer s.mu.RUnlock()
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	st, ok := s.subs[name]
@@ -475,12 +475,12 @@ func (b *Broker) SeekSubscription(ctx context.Context, streamName, name string, 
 	if err != nil {
 		return err
 	}
-	s, release, err := b.acquire(streamName)
+	s, err := b.acquire(streamName)
 	if err != nil {
 		return err
 	}
 	parts := append([]logstore.Log(nil), s.parts...)
-	release()
+	s.mu.RUnlock()
 	for i, p := range parts {
 		var off int64
 		switch to.kind {
