@@ -64,6 +64,23 @@ func (l *ledger) ack(tag string, base int64) {
 	l.mu.Unlock()
 }
 
+// appendAcked appends n batches tagged prefix0..prefix<n-1>, one at a time, and
+// records each acknowledgement; afterEach (if not nil) runs after every one.
+func (l *ledger) appendAcked(t testing.TB, p *Partition, rng *rand.Rand, prefix string, n int, afterEach func(base int64)) {
+	t.Helper()
+	for i := range n {
+		tag := fmt.Sprint(prefix, i)
+		base, err := p.Append(ctxT(t), l.send(tag, rng))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.ack(tag, base)
+		if afterEach != nil {
+			afterEach(base)
+		}
+	}
+}
+
 // checkRecovered compares a partition with the ledger and returns the first
 // violation of what a publisher was promised:
 //   - every acknowledged batch is readable at the offset it was given, byte for byte

@@ -25,14 +25,7 @@ func failStopSetup(t *testing.T) (*vfs.Mem, Config, *ledger, *Partition) {
 	p := mustOpen(t, cfg)
 	l := newLedger()
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range 20 {
-		tag := fmt.Sprintf("ok%d", i)
-		base, err := p.Append(ctxT(t), l.send(tag, rng))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.ack(tag, base)
-	}
+	l.appendAcked(t, p, rng, "ok", 20, nil)
 	hw := p.HighWatermark()
 
 	fs.SetSyncError(errInjected)

@@ -15,25 +15,19 @@ import (
 // writeFile replaces a file's content, durably.
 func writeFile(t testing.TB, fs vfs.FS, name string, data []byte) {
 	t.Helper()
-	f, err := fs.Create(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	putFile(t, fs.Create, name, data)
 }
 
 // appendFile appends data to a file, durably: damage that a crash cannot undo.
 func appendFile(t testing.TB, fs vfs.FS, name string, data []byte) {
 	t.Helper()
-	f, err := fs.OpenAppend(name)
+	putFile(t, fs.OpenAppend, name, data)
+}
+
+// putFile opens name with open, writes data and syncs it.
+func putFile(t testing.TB, open func(string) (vfs.File, error), name string, data []byte) {
+	t.Helper()
+	f, err := open(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,17 +22,11 @@ func TestSyncInterval(t *testing.T) {
 	p := mustOpen(t, cfg)
 	l := newLedger()
 	rng := rand.New(rand.NewPCG(1, 1))
-	for i := range 50 {
-		tag := fmt.Sprint(i)
-		base, err := p.Append(ctxT(t), l.send(tag, rng))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.ack(tag, base)
+	l.appendAcked(t, p, rng, "", 50, func(base int64) {
 		if hw := p.HighWatermark(); hw <= base {
 			t.Fatalf("acknowledged batch at %d is not visible: high watermark %d", base, hw)
 		}
-	}
+	})
 	if err := checkRecovered(p, l); err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +42,7 @@ func TestSyncInterval(t *testing.T) {
 		t.Fatalf("after a crash following the interval sync: %v", err)
 	}
 	// A clean Close keeps what was acknowledged since.
-	for i := range 20 {
-		tag := fmt.Sprint("b", i)
-		base, err := p.Append(ctxT(t), l.send(tag, rng))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.ack(tag, base)
-	}
+	l.appendAcked(t, p, rng, "b", 20, nil)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -77,14 +64,7 @@ func TestSyncNever(t *testing.T) {
 	p := mustOpen(t, cfg)
 	l := newLedger()
 	rng := rand.New(rand.NewPCG(1, 1))
-	for i := range 50 {
-		tag := fmt.Sprint(i)
-		base, err := p.Append(ctxT(t), l.send(tag, rng))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.ack(tag, base)
-	}
+	l.appendAcked(t, p, rng, "", 50, nil)
 	if n := fs.Syncs(); n != 0 {
 		t.Fatalf("SyncNever synced %d times before Close", n)
 	}
