@@ -14,6 +14,9 @@ import (
 const (
 	DefaultDeadLetterLimit = 100
 	MaxDeadLetterLimit     = 1000
+	// MaxDeadLetterScan bounds the records one DeadLetters call reads; when a
+	// filter matches little, it returns fewer results and the offset to go on from.
+	MaxDeadLetterScan = 100000
 )
 
 // DeadLetterQuery selects a subscription's dead letters.
@@ -76,7 +79,9 @@ func (b *Broker) DeadLetters(ctx context.Context, streamName, sub string, q Dead
 	}
 	defer r.Close()
 	var out []DeadLetter
-	for len(out) < q.Limit && r.Offset() < hw {
+	scanned := 0
+	for len(out) < q.Limit && r.Offset() < hw && scanned < MaxDeadLetterScan {
+		scanned++
 		rec, err := r.Next(ctx)
 		if err != nil {
 			return out, r.Offset(), err
