@@ -116,7 +116,7 @@ func TestPublishReadRestart(t *testing.T) {
 			for _, rec := range recs {
 				want := ""
 				for _, s := range all {
-					if s.pos == (Position{p, rec.Offset}) {
+					if s.pos == (Position{Partition: p, Offset: rec.Offset}) {
 						want = s.body
 					}
 				}

@@ -226,7 +226,7 @@ func verifyCrashDir(t *testing.T, dir string, acked map[Position]string) {
 			if !ok {
 				t.Fatalf("phantom record at %d/%d: %.40q", pi.ID, off, rec.Body)
 			}
-			p := Position{pi.ID, off}
+			p := Position{Partition: pi.ID, Offset: off}
 			if prev, dup := seen[id]; dup {
 				t.Fatalf("message %s stored twice, at %+v and %+v", id, prev, p)
 			}

@@ -136,7 +136,9 @@ func parseDeadLetter(rec Record, stream, sub string) (DeadLetter, bool) {
 	msg := rec
 	msg.Headers = nil
 	for _, kv := range rec.Headers {
-		if strings.HasPrefix(kv.Key, "sluice-dlq-") {
+		if kv.Key == HeaderDLQIdempotencyKey {
+			msg.Headers = append(msg.Headers, Header{Key: IdempotencyKeyHeader, Value: kv.Value})
+		} else if strings.HasPrefix(kv.Key, "sluice-dlq-") {
 			h[kv.Key] = string(kv.Value)
 		} else {
 			msg.Headers = append(msg.Headers, kv)
@@ -158,7 +160,7 @@ func parseDeadLetter(rec Record, stream, sub string) (DeadLetter, bool) {
 		return dl, false
 	}
 	msg.Stream, msg.Partition, msg.Offset = stream, p, off
-	dl.Source, dl.Deliveries, dl.Reason, dl.Message = Position{p, off}, n, h[HeaderDLQReason], msg
+	dl.Source, dl.Deliveries, dl.Reason, dl.Message = Position{Partition: p, Offset: off}, n, h[HeaderDLQReason], msg
 	for _, a := range attempts {
 		dl.Attempts = append(dl.Attempts, DeadLetterAttempt{At: time.UnixMilli(a.At), Consumer: a.Consumer, Error: a.Error})
 	}

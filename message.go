@@ -20,6 +20,8 @@ const (
 	MaxBatchMessages = 10000
 	// MaxBatchBytes is the most bytes (keys, bodies and headers) one PublishBatch may carry.
 	MaxBatchBytes = 32 << 20
+	// MaxIdempotencyKeyBytes is the longest idempotency key.
+	MaxIdempotencyKeyBytes = 256
 )
 
 // Header is one key/value pair of message metadata: Key string, Value []byte.
@@ -44,7 +46,20 @@ type Message struct {
 	// consumers until that time (readers see it at once). Any horizon up to
 	// MaxDeliverAhead; stored as the DeliverAtHeader header.
 	DeliverAt time.Time
+	// IdempotencyKey, when set, makes the publish idempotent within the stream's
+	// DedupeWindow: a publish whose key the stream already accepted within the
+	// window stores nothing and returns the original position (with Duplicate
+	// set), so a producer may retry a publish whose outcome it did not learn.
+	// Keys are compared byte for byte across the whole stream. A message without
+	// Key or Partition is placed by the hash of its idempotency key, so that a
+	// retry lands where the original did. At most MaxIdempotencyKeyBytes; stored
+	// as the IdempotencyKeyHeader header.
+	IdempotencyKey string
 }
+
+// IdempotencyKeyHeader is the header that carries Message.IdempotencyKey in the
+// stored message. Set IdempotencyKey rather than the header.
+const IdempotencyKeyHeader = "sluice-idempotency-key"
 
 // DeliverAtHeader is the header that carries Message.DeliverAt (decimal unix
 // milliseconds). Set DeliverAt rather than the header.
@@ -60,6 +75,10 @@ func ToPartition(n int) *int { return &n }
 type Position struct {
 	Partition int
 	Offset    int64
+	// Duplicate is set when the message carried an idempotency key that the
+	// stream had already accepted within its dedupe window: nothing was stored,
+	// and Partition and Offset are those of the original.
+	Duplicate bool
 }
 
 // Record is a stored message as a reader returns it. Its slices are never reused or
@@ -78,7 +97,7 @@ type Record struct {
 
 // size is what counts against StreamConfig.MaxMessageBytes: key, body and headers.
 func (m *Message) size() int {
-	n := len(m.Key) + len(m.Body)
+	n := len(m.Key) + len(m.Body) + len(m.IdempotencyKey)
 	for _, h := range m.Headers {
 		n += len(h.Key) + len(h.Value)
 	}
@@ -89,6 +108,8 @@ func (m *Message) validate(field string, maxBytes int, now time.Time) error {
 	switch {
 	case len(m.Key) > MaxKeyBytes:
 		return invalid(field+".Key", "%d bytes, limit MaxKeyBytes=%d", len(m.Key), MaxKeyBytes)
+	case len(m.IdempotencyKey) > MaxIdempotencyKeyBytes:
+		return invalid(field+".IdempotencyKey", "%d bytes, limit MaxIdempotencyKeyBytes=%d", len(m.IdempotencyKey), MaxIdempotencyKeyBytes)
 	case len(m.Headers) > MaxHeaders:
 		return invalid(field+".Headers", "%d headers, limit MaxHeaders=%d", len(m.Headers), MaxHeaders)
 	case m.size() > maxBytes:
@@ -101,6 +122,9 @@ func (m *Message) validate(field string, maxBytes int, now time.Time) error {
 		if h.Key == DeliverAtHeader {
 			return invalid(field+".Headers", "header %q is reserved; set DeliverAt instead", DeliverAtHeader)
 		}
+		if h.Key == IdempotencyKeyHeader {
+			return invalid(field+".Headers", "header %q is reserved; set IdempotencyKey instead", IdempotencyKeyHeader)
+		}
 	}
 	if !m.DeliverAt.IsZero() && m.DeliverAt.After(now.Add(MaxDeliverAhead)) {
 		return invalid(field+".DeliverAt", "%v is more than MaxDeliverAhead=%v ahead", m.DeliverAt, MaxDeliverAhead)
@@ -109,12 +133,17 @@ func (m *Message) validate(field string, maxBytes int, now time.Time) error {
 }
 
 // headers returns the headers to store: the message's own, plus DeliverAtHeader
-// when DeliverAt is set.
+// when DeliverAt is set and IdempotencyKeyHeader when IdempotencyKey is.
 func (m *Message) headers() []Header {
-	if m.DeliverAt.IsZero() {
+	if m.DeliverAt.IsZero() && m.IdempotencyKey == "" {
 		return m.Headers
 	}
-	h := append(m.Headers[:len(m.Headers):len(m.Headers)], Header{Key: DeliverAtHeader,
-		Value: strconv.AppendInt(nil, m.DeliverAt.UnixMilli(), 10)})
+	h := m.Headers[:len(m.Headers):len(m.Headers)]
+	if !m.DeliverAt.IsZero() {
+		h = append(h, Header{Key: DeliverAtHeader, Value: strconv.AppendInt(nil, m.DeliverAt.UnixMilli(), 10)})
+	}
+	if m.IdempotencyKey != "" {
+		h = append(h, Header{Key: IdempotencyKeyHeader, Value: []byte(m.IdempotencyKey)})
+	}
 	return h
 }

@@ -260,6 +260,10 @@ const (
 	HeaderDLQLastFailure  = "sluice-dlq-last-failure"
 	// HeaderDLQAttempts is a JSON array of {"at" (unix ms), "consumer", "error"}.
 	HeaderDLQAttempts = "sluice-dlq-attempts"
+	// HeaderDLQIdempotencyKey carries the original's IdempotencyKeyHeader: under
+	// its own name the dead-letter stream would take it for a key of its own and
+	// drop a second dead-lettering of a redriven message as a duplicate.
+	HeaderDLQIdempotencyKey = "sluice-dlq-idempotency-key"
 )
 
 // deadLetter publishes m to the subscription's dead-letter stream.
@@ -279,7 +283,10 @@ func (b *Broker) deadLetter(ctx context.Context, source string, cfg Subscription
 	for _, h := range m.Headers {
 		// A deliver-at time is spent, and headers of an earlier dead-lettering
 		// would be confused with this one's.
-		if h.Key != DeliverAtHeader && !strings.HasPrefix(h.Key, "sluice-dlq-") {
+		switch {
+		case h.Key == IdempotencyKeyHeader:
+			hdrs = append(hdrs, Header{Key: HeaderDLQIdempotencyKey, Value: h.Value})
+		case h.Key != DeliverAtHeader && !strings.HasPrefix(h.Key, "sluice-dlq-"):
 			hdrs = append(hdrs, h)
 		}
 	}

@@ -255,7 +255,7 @@ func TestDeadLetterBrowseRedrivePurge(t *testing.T) {
 	if err != nil || len(dls) != 4 {
 		t.Fatalf("dead letters: %d, %v", len(dls), err)
 	}
-	if d := dls[0]; string(d.Message.Body) != "order 0" || d.Source != (Position{0, 0}) || d.Deliveries != 1 ||
+	if d := dls[0]; string(d.Message.Body) != "order 0" || d.Source != (Position{}) || d.Deliveries != 1 ||
 		d.Attempts[0].Consumer != "biller" || d.Attempts[0].Error != "card declined" || d.Reason == "" {
 		t.Fatalf("first dead letter: %+v", d)
 	}
