@@ -35,6 +35,35 @@ func (p *Partition) syncActive() {
 	}
 }
 
+// Sync makes every batch whose Append returned before it was called durable now,
+// under any policy: it fdatasyncs the active segment and returns the error. A
+// segment that rolled meanwhile was synced by the roll before its successor
+// became active, so syncing the segment that is active when Sync looks covers
+// everything written before. It runs beside the writer goroutine, as the interval
+// syncer does: the segment list is held shared, so that Close cannot close the
+// file under it. A failed sync stops the partition (fail-stop): which of the
+// written bytes reached the disk is then unknown.
+func (p *Partition) Sync() error {
+	if err := p.writable(); err != nil {
+		return err
+	}
+	// Cleared before the sync: a write that lands after it sets the flag again,
+	// and one before it is covered by this sync.
+	p.dirty.Store(false)
+	p.mu.RLock()
+	if p.closed.Load() {
+		p.mu.RUnlock()
+		return ErrClosed
+	}
+	seg := p.segs[len(p.segs)-1]
+	err := seg.f.Sync()
+	p.mu.RUnlock()
+	if err != nil {
+		return p.fail(fmt.Errorf("sync %s: %w", seg.path, err))
+	}
+	return nil
+}
+
 // Close stops the writer after the requests it already took, syncs the active
 // segment (under every policy) and closes the files. Requests still queued get
 // ErrClosed. Close may be called more than once.

@@ -44,7 +44,10 @@
 // next group gathers in the request queue, so under load one fdatasync serves as many
 // publishers as arrived during the previous one (group commit). SyncInterval
 // acknowledges after the write and a syncer goroutine syncs every
-// Config.SyncInterval; SyncNever never syncs until Close. A failed write or sync is
+// Config.SyncInterval; SyncNever never syncs until Close. Under any policy,
+// Partition.Sync makes what was acknowledged so far durable at once (one fdatasync
+// of the active segment), for a caller that needs one write durable now without
+// paying SyncAlways for all of them. A failed write or sync is
 // never retried: the partition stops accepting writes (fail-stop) and every waiting
 // publisher gets ErrFailed.
 //
