@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -68,6 +69,13 @@ type stream struct {
 	subMu      sync.Mutex // guards subs, subsClosed; taken before a subscription's own lock
 	subs       map[string]*subState
 	subsClosed bool
+
+	gates  []*gate // per partition, guarded by mu like parts
+	ctr    counters
+	dedupe *dedupe
+	roomMu sync.Mutex
+	room   chan struct{} // closed when room may have been made
+	log    *slog.Logger
 }
 
 // Open opens the broker on dir, creating it if needed, and recovers every stream.
@@ -175,7 +183,8 @@ func (b *Broker) partitionConfig(s *stream, cfg StreamConfig, i int) logstore.Co
 }
 
 func (b *Broker) openStream(cfg StreamConfig) (*stream, error) {
-	s := &stream{dir: filepath.Join(b.streamsPath(), cfg.Name), cfg: cfg, subs: map[string]*subState{}}
+	s := &stream{dir: filepath.Join(b.streamsPath(), cfg.Name), cfg: cfg, subs: map[string]*subState{},
+		room: make(chan struct{}), log: b.opts.Logger}
 	for i := range cfg.Partitions {
 		p, err := logstore.Open(b.partitionConfig(s, cfg, i))
 		if err != nil {
@@ -183,8 +192,13 @@ func (b *Broker) openStream(cfg StreamConfig) (*stream, error) {
 			return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 		s.parts = append(s.parts, p)
+		s.gates = append(s.gates, &gate{})
 	}
 	s.publishParts()
+	if err := b.loadDedupe(s); err != nil {
+		s.closeParts()
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
 	if err := b.openSubscriptions(s); err != nil {
 		s.closeSubs()
 		s.closeParts()
@@ -301,6 +315,24 @@ func (b *Broker) UpdateStream(ctx context.Context, cfg StreamConfig) (StreamInfo
 	if cfg.MaxMessageBytes != 0 {
 		next.MaxMessageBytes = cfg.MaxMessageBytes
 	}
+	if cfg.MaxMessages != 0 {
+		next.MaxMessages = cfg.MaxMessages
+	}
+	if cfg.MaxBytes != 0 {
+		next.MaxBytes = cfg.MaxBytes
+	}
+	if cfg.Overflow != "" {
+		next.Overflow = cfg.Overflow
+	}
+	if cfg.BlockTimeout != 0 {
+		next.BlockTimeout = cfg.BlockTimeout
+	}
+	if cfg.DedupeWindow != 0 {
+		next.DedupeWindow = cfg.DedupeWindow
+	}
+	if cfg.DedupeMaxKeys != 0 {
+		next.DedupeMaxKeys = cfg.DedupeMaxKeys
+	}
 	if cfg.Sync != "" && cfg.Sync != cur.Sync {
 		return StreamInfo{}, invalid("StreamConfig.Sync", "fixed at creation (%s)", cur.Sync)
 	}
@@ -334,7 +366,12 @@ func (b *Broker) UpdateStream(ctx context.Context, cfg StreamConfig) (StreamInfo
 	}
 	s.cfg = next
 	s.parts = append(s.parts, added...)
+	for range added {
+		s.gates = append(s.gates, &gate{})
+	}
 	s.publishParts()
+	s.dedupe.configure(next.DedupeWindow, next.DedupeMaxKeys)
+	s.signalRoom() // the bounds may have grown
 	return s.infoLocked(), nil
 }
 
@@ -418,7 +455,7 @@ func (s *stream) info() StreamInfo {
 }
 
 func (s *stream) infoLocked() StreamInfo {
-	info := StreamInfo{Config: s.cfg, Partitions: make([]PartitionInfo, 0, len(s.parts))}
+	info := StreamInfo{Config: s.cfg, Partitions: make([]PartitionInfo, 0, len(s.parts)), Counters: s.counters()}
 	if s.gone {
 		return info
 	}
@@ -457,6 +494,9 @@ func (b *Broker) closeStreams() error {
 	var errs []error
 	for _, s := range b.streams {
 		if err := s.closeSubs(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := b.saveDedupe(s, true); err != nil {
 			errs = append(errs, err)
 		}
 		s.mu.Lock()

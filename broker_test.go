@@ -297,7 +297,10 @@ func TestPublishBatchAtomicPerPartition(t *testing.T) {
 	}
 }
 
-func TestRetentionRemovesWholeSegments(t *testing.T) {
+// TestDropOldestRemovesWholeSegments: under OverflowDropOldest a partition never
+// holds more than MaxMessages; whole segments go, and the dropped count says how
+// many messages went.
+func TestDropOldestRemovesWholeSegments(t *testing.T) {
 	dir := t.TempDir()
 	now := time.UnixMilli(1_700_000_000_000)
 	b, err := Open(dir, &Options{RetentionInterval: time.Hour, now: func() time.Time { return now }})
@@ -306,7 +309,7 @@ func TestRetentionRemovesWholeSegments(t *testing.T) {
 	}
 	defer b.Close()
 	ctx := context.Background()
-	if _, err := b.CreateStream(ctx, StreamConfig{Name: "s", SegmentBytes: 4096, Retention: Retention{MaxMessages: 100}}); err != nil {
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "s", SegmentBytes: 4096, MaxMessages: 100, Overflow: OverflowDropOldest}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 1000 {
@@ -314,11 +317,13 @@ func TestRetentionRemovesWholeSegments(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b.applyRetention()
 	info, _ := b.Stream(ctx, "s")
 	p := info.Partitions[0]
-	if p.HighWatermark != 1000 || p.StartOffset == 0 || info.Messages < 100 || info.Messages > 100+40 {
-		t.Fatalf("after retention: %+v (want ~100 of 1000 messages kept, whole segments)", info)
+	if p.HighWatermark != 1000 || p.StartOffset == 0 || info.Messages > 100 || info.Messages < 100-40 {
+		t.Fatalf("after publishing: %+v (want at most 100 of 1000 messages kept, whole segments)", info)
+	}
+	if info.Counters.Dropped != p.StartOffset || info.Counters.Rejected != 0 {
+		t.Fatalf("counters %+v: want Dropped=%d (the start offset), no rejections", info.Counters, p.StartOffset)
 	}
 	// A reader from the start begins at the first retained message.
 	r, _ := b.NewReader(ctx, "s", ReaderConfig{Start: AtOffset(0)})

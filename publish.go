@@ -1,9 +1,11 @@
 package sluice
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +22,8 @@ type encoder struct {
 
 var encoderPool = sync.Pool{New: func() any { return new(encoder) }}
 
-// partitionFor picks the partition of m: explicit, by key hash, or round-robin.
+// partitionFor picks the partition of m: explicit, by key hash, by idempotency
+// key hash (so that a retry lands where the original did), or round-robin.
 func (s *stream) partitionFor(m *Message, field string) (int, error) {
 	n := len(s.parts)
 	if m.Partition != nil {
@@ -32,27 +35,63 @@ func (s *stream) partitionFor(m *Message, field string) (int, error) {
 	if len(m.Key) > 0 {
 		return int(xxhash.Sum64(m.Key) % uint64(n)), nil
 	}
+	if m.IdempotencyKey != "" {
+		return int(keyHash(m.IdempotencyKey) % uint64(n)), nil
+	}
 	return int(s.rr.Add(1) % uint64(n)), nil
 }
 
-func toRecord(m *Message, now time.Time) batch.Record {
-	t := m.Time
-	if t.IsZero() {
-		t = now
+// checkKeyTime checks that a message with an idempotency key is timed within the
+// dedupe window of now: its key is remembered for the window from its time.
+// Lock held: s.mu (read).
+func (s *stream) checkKeyTime(field string, m *Message, now time.Time) error {
+	if m.IdempotencyKey == "" || m.Time.IsZero() {
+		return nil
 	}
-	return batch.Record{Timestamp: t.UnixMilli(), Key: m.Key, Value: m.Body, Headers: m.headers()}
+	if d := m.Time.Sub(now).Abs(); d > s.cfg.DedupeWindow {
+		return invalid(field+".Time", "%v is %v from now, beyond the stream's DedupeWindow=%v: a message with an IdempotencyKey must be timed within it", m.Time, d, s.cfg.DedupeWindow)
+	}
+	return nil
+}
+
+// msgTime is the time a message is stored with, unix ms.
+func msgTime(m *Message, now time.Time) int64 {
+	if m.Time.IsZero() {
+		return now.UnixMilli()
+	}
+	return m.Time.UnixMilli()
+}
+
+func toRecord(m *Message, now time.Time) batch.Record {
+	return batch.Record{Timestamp: msgTime(m, now), Key: m.Key, Value: m.Body, Headers: m.headers()}
 }
 
 // Publish stores msg and returns its partition and offset once it is durable under
 // the stream's sync policy. If ctx ends first the message may or may not be stored.
+// A full partition fails the publish with a *StreamFullError, at once or after
+// waiting, as the stream's Overflow says; nothing is stored then.
 func (b *Broker) Publish(ctx context.Context, name string, msg Message) (Position, error) {
 	return b.publish(ctx, name, msg, true)
 }
 
 // publish is Publish; the broker's own messages (dead letters, which carry a
 // message that was within its own stream's limits plus their history) skip the
-// size and header-count limits.
+// size and header-count limits, and never wait for room.
 func (b *Broker) publish(ctx context.Context, name string, msg Message, limits bool) (Position, error) {
+	var w blockWait
+	for {
+		pos, err := b.publishOnce(ctx, name, &msg, limits)
+		if err == nil {
+			w.done()
+			return pos, nil
+		}
+		if !w.wait(ctx, err, !limits) {
+			return pos, w.result(ctx, err)
+		}
+	}
+}
+
+func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, limits bool) (pos Position, err error) {
 	s, err := b.acquire(name)
 	if err != nil {
 		return Position{}, err
@@ -63,17 +102,44 @@ func (b *Broker) publish(ctx context.Context, name string, msg Message, limits b
 		if err := msg.validate("Message", s.cfg.MaxMessageBytes, now); err != nil {
 			return Position{}, err
 		}
+		if err := s.checkKeyTime("Message", msg, now); err != nil {
+			return Position{}, err
+		}
 	}
-	part, err := s.partitionFor(&msg, "Message")
+	part, err := s.partitionFor(msg, "Message")
 	if err != nil {
 		return Position{}, err
 	}
 	e := encoderPool.Get().(*encoder)
-	e.recs = append(e.recs[:0], toRecord(&msg, now))
+	e.recs = append(e.recs[:0], toRecord(msg, now))
+	ts := e.recs[0].Timestamp
 	e.buf = batch.Append(e.buf[:0], e.recs)
 	clear(e.recs)
 	e.bufs = append(e.bufs[:0], e.buf)
+	size := int64(len(e.buf))
+	var own *claim
+	var h uint64
+	if msg.IdempotencyKey != "" {
+		h = keyHash(msg.IdempotencyKey)
+		var dup bool
+		if pos, dup, own, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil); err != nil || dup {
+			encoderPool.Put(e)
+			return pos, err
+		}
+	}
+	finish := func(stored bool, off int64) {
+		if own != nil {
+			s.dedupe.finish(h, own, stored, makeRef(part, off), ts)
+		}
+	}
+	if err := s.reserve(part, 1, size, !limits, now); err != nil {
+		finish(false, 0)
+		encoderPool.Put(e)
+		return Position{}, s.full(err)
+	}
 	off, err := s.parts[part].Append(ctx, e.bufs...)
+	s.release(part, 1, size)
+	finish(err == nil, off)
 	if ctxErr := ctx.Err(); err != nil && ctxErr != nil && errors.Is(err, ctxErr) {
 		// The partition may still hold e.buf; do not reuse it.
 		return Position{}, err
@@ -86,10 +152,108 @@ func (b *Broker) publish(ctx context.Context, name string, msg Message, limits b
 	return Position{Partition: part, Offset: off}, nil
 }
 
+// claimKey looks an idempotency key up. dup: the key was accepted within the
+// window, at pos. own: the caller publishes the key and must finish the claim.
+// Neither: the key's hash collides with another key's (or with a claim in
+// owned), and the message is published without being indexed. A publish of the
+// same key in flight is waited for. Lock held: s.mu (read).
+func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[*claim]bool) (pos Position, dup bool, own *claim, err error) {
+	for {
+		ref, found, wait, own := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
+		switch {
+		case own != nil:
+			return Position{}, false, own, nil
+		case wait != nil && owned[wait]:
+			return Position{}, false, nil, nil
+		case wait != nil:
+			select {
+			case <-wait.done:
+				continue
+			case <-ctx.Done():
+				return Position{}, false, nil, ctx.Err()
+			}
+		}
+		_ = found
+		p, off := splitRef(ref)
+		stored, ok, err := storedKey(s.parts[p], off)
+		if err != nil {
+			return Position{}, false, nil, fmt.Errorf("sluice: confirm idempotency key in %s/%d: %w", s.cfg.Name, p, err)
+		}
+		if ok && stored != key {
+			return Position{}, false, nil, nil // a hash collision
+		}
+		// The original, or one that retention removed within the window.
+		s.dedupe.duplicate()
+		return Position{Partition: p, Offset: off, Duplicate: true}, true, nil, nil
+	}
+}
+
+// full prepares a *StreamFullError for the caller's blockWait: what the stream's
+// policy says about waiting, read under the stream's lock. Lock held: s.mu (read).
+func (s *stream) full(err error) error {
+	var fe *StreamFullError
+	if errors.As(err, &fe) {
+		fe.s, fe.block, fe.timeout = s, s.cfg.Overflow == OverflowBlock, s.cfg.BlockTimeout
+	}
+	return err
+}
+
+// blockWait is a publish's wait for room under OverflowBlock.
+type blockWait struct {
+	s     *stream
+	start time.Time
+	poll  time.Duration
+}
+
+// wait waits for room if err is a *StreamFullError of a blocking stream and its
+// timeout has not passed, and reports whether to try again.
+func (w *blockWait) wait(ctx context.Context, err error, internal bool) bool {
+	var fe *StreamFullError
+	if !errors.As(err, &fe) || fe.s == nil {
+		return false
+	}
+	s := fe.s
+	if !fe.block || internal {
+		s.ctr.rejected.Add(1)
+		return false
+	}
+	if w.s == nil {
+		w.s, w.start, w.poll = s, time.Now(), blockPollMin
+		s.ctr.blocked.Add(1)
+	}
+	if s.waitRoom(ctx, w.start.Add(fe.timeout), w.poll) {
+		w.poll = min(2*w.poll, blockPollMax)
+		return true
+	}
+	fe.Waited = time.Since(w.start)
+	w.done()
+	s.ctr.rejected.Add(1)
+	return false
+}
+
+// done counts the time waited.
+func (w *blockWait) done() {
+	if w.s != nil {
+		w.s.ctr.blockedNanos.Add(int64(time.Since(w.start)))
+		w.s = nil
+	}
+}
+
+// result is the error a publish returns: ctx's when it ended while waiting.
+func (w *blockWait) result(ctx context.Context, err error) error {
+	if errors.Is(err, ErrStreamFull) && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
 // PublishBatch stores msgs. The messages of each partition form one batch that is
-// stored atomically, in order; partitions are written in parallel. On error the
-// positions of the messages that were stored are still returned; the others have
-// Offset -1.
+// stored atomically, in order; partitions are written in parallel. Room is made
+// for the whole batch before anything is written: a full partition fails it all
+// with a *StreamFullError (after waiting, under OverflowBlock). On another error
+// the positions of the messages that were stored are still returned; the others
+// have Offset -1. A message whose idempotency key was accepted before (or earlier
+// in the batch) gets the original's position with Duplicate set.
 func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) ([]Position, error) {
 	if len(msgs) == 0 {
 		return nil, nil
@@ -97,6 +261,28 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	if len(msgs) > MaxBatchMessages {
 		return nil, invalid("msgs", "%d messages, limit MaxBatchMessages=%d", len(msgs), MaxBatchMessages)
 	}
+	var w blockWait
+	for {
+		pos, err := b.publishBatchOnce(ctx, name, msgs)
+		if err == nil {
+			w.done()
+			return pos, nil
+		}
+		if !w.wait(ctx, err, false) {
+			return pos, w.result(ctx, err)
+		}
+	}
+}
+
+// batchClaim is an idempotency key a batch owns.
+type batchClaim struct {
+	c  *claim
+	h  uint64
+	ts int64
+	i  int // the message
+}
+
+func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Message) ([]Position, error) {
 	s, err := b.acquire(name)
 	if err != nil {
 		return nil, err
@@ -105,10 +291,13 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	total := 0
 	now := b.opts.now()
 	pos := make([]Position, len(msgs))
-	byPart := map[int][]int{}
+	parts := make([]int, len(msgs))
 	for i := range msgs {
 		field := fmt.Sprintf("msgs[%d]", i)
 		if err := msgs[i].validate(field, s.cfg.MaxMessageBytes, now); err != nil {
+			return nil, err
+		}
+		if err := s.checkKeyTime(field, &msgs[i], now); err != nil {
 			return nil, err
 		}
 		total += msgs[i].size()
@@ -119,33 +308,116 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 		if err != nil {
 			return nil, err
 		}
+		parts[i] = p
 		pos[i] = Position{Partition: p, Offset: -1}
-		byPart[p] = append(byPart[p], i)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
+	skip, alias, claims, err := s.claimBatch(ctx, msgs, parts, pos, now)
+	stored := map[int]bool{}
+	defer func() {
+		for _, bc := range claims {
+			s.dedupe.finish(bc.h, bc.c, stored[bc.i], makeRef(parts[bc.i], pos[bc.i].Offset), bc.ts)
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	byPart := map[int][]int{}
+	for i, p := range parts {
+		if !skip[i] {
+			byPart[p] = append(byPart[p], i)
+		}
+	}
+	encoded := map[int][]byte{}
 	for p, idx := range byPart {
 		recs := make([]batch.Record, len(idx))
 		for j, i := range idx {
 			recs[j] = toRecord(&msgs[i], now)
 		}
-		enc := batch.Append(nil, recs)
+		encoded[p] = batch.Append(nil, recs)
+	}
+	var reserved []int
+	defer func() {
+		for _, p := range reserved {
+			s.release(p, int64(len(byPart[p])), int64(len(encoded[p])))
+		}
+	}()
+	for p, idx := range byPart {
+		if err := s.reserve(p, int64(len(idx)), int64(len(encoded[p])), false, now); err != nil {
+			return nil, s.full(err)
+		}
+		reserved = append(reserved, p)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for p, idx := range byPart {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			base, err := s.parts[p].Append(ctx, enc)
+			base, err := s.parts[p].Append(ctx, encoded[p])
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				errs = append(errs, fmt.Errorf("sluice: publish to %s/%d: %w", name, p, err))
-				mu.Unlock()
 				return
 			}
 			for j, i := range idx {
 				pos[i].Offset = base + int64(j)
+				stored[i] = true
 			}
 		}()
 	}
 	wg.Wait()
+	for i, first := range alias {
+		if stored[first] || pos[first].Duplicate {
+			pos[i] = Position{Partition: pos[first].Partition, Offset: pos[first].Offset, Duplicate: true}
+		}
+	}
 	return pos, errors.Join(errs...)
+}
+
+// claimBatch looks up the idempotency keys of a batch, in hash order so that two
+// batches never wait for each other. skip marks the messages not to store:
+// duplicates of accepted keys (their pos set) and repeats of a key earlier in the
+// batch (alias: repeat → first). On error the claims taken so far are returned
+// for the caller to finish. Lock held: s.mu (read).
+func (s *stream) claimBatch(ctx context.Context, msgs []Message, parts []int, pos []Position, now time.Time) (skip map[int]bool, alias map[int]int, claims []batchClaim, err error) {
+	var keyed []int
+	first := map[string]int{}
+	skip, alias = map[int]bool{}, map[int]int{}
+	for i := range msgs {
+		k := msgs[i].IdempotencyKey
+		if k == "" {
+			continue
+		}
+		if f, ok := first[k]; ok {
+			skip[i], alias[i] = true, f
+			continue
+		}
+		first[k] = i
+		keyed = append(keyed, i)
+	}
+	if len(keyed) == 0 {
+		return skip, alias, nil, nil
+	}
+	hashes := make(map[int]uint64, len(keyed))
+	for _, i := range keyed {
+		hashes[i] = keyHash(msgs[i].IdempotencyKey)
+	}
+	slices.SortFunc(keyed, func(a, b int) int { return cmp.Compare(hashes[a], hashes[b]) })
+	owned := map[*claim]bool{}
+	for _, i := range keyed {
+		p, dup, own, err := s.claimKey(ctx, msgs[i].IdempotencyKey, hashes[i], parts[i], now, owned)
+		if err != nil {
+			return skip, alias, claims, err
+		}
+		switch {
+		case dup:
+			pos[i], skip[i] = p, true
+		case own != nil:
+			owned[own] = true
+			claims = append(claims, batchClaim{c: own, h: hashes[i], ts: msgTime(&msgs[i], now), i: i})
+		}
+	}
+	return skip, alias, claims, nil
 }

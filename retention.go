@@ -28,8 +28,9 @@ func (b *Broker) applyRetention() {
 	now := b.opts.now()
 	for _, s := range ss {
 		done := s.settledFloors()
+		removed := 0
 		s.mu.RLock()
-		if !s.gone && (s.cfg.Retention != (Retention{Policy: s.cfg.Retention.Policy}) || done != nil) {
+		if !s.gone && (s.cfg.Retention.MaxAge > 0 || done != nil) {
 			for i, p := range s.parts {
 				r := s.cfg.Retention.internal()
 				if done != nil && i < len(done) {
@@ -41,9 +42,19 @@ func (b *Broker) applyRetention() {
 				} else if n > 0 {
 					b.opts.Logger.Info("sluice: retention removed segments", "stream", s.cfg.Name, "partition", i, "segments", n)
 				}
+				removed += n
 			}
 		}
+		if !s.gone {
+			s.refreshFloors()
+		}
 		s.mu.RUnlock()
+		if removed > 0 || done != nil {
+			s.signalRoom()
+		}
+		if err := b.saveDedupe(s, false); err != nil {
+			b.opts.Logger.Warn("sluice: dedupe snapshot", "stream", s.cfg.Name, "error", err)
+		}
 	}
 }
 
@@ -53,20 +64,22 @@ func (b *Broker) applyRetention() {
 func (s *stream) settledFloors() []int64 {
 	s.mu.RLock()
 	work := s.cfg.Retention.Policy == RetainWork
+	n := len(s.parts)
 	s.mu.RUnlock()
 	if !work {
 		return nil
 	}
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
-	var floors []int64
-	for _, st := range s.subs {
-		info := st.sub.Info()
-		for i, p := range info.Partitions {
-			if i >= len(floors) {
-				floors = append(floors, p.Floor)
-			} else {
-				floors[i] = min(floors[i], p.Floor)
+	if len(s.subs) == 0 {
+		return nil
+	}
+	floors := make([]int64, n)
+	for i := range floors {
+		first := true
+		for _, st := range s.subs {
+			if f := st.sub.Floor(i); first || f < floors[i] {
+				floors[i], first = f, false
 			}
 		}
 	}

@@ -34,6 +34,44 @@ const (
 	MaxMessageBytesCeiling = 16 << 20
 	DefaultSegmentBytes    = logstore.DefaultSegmentBytes
 	DefaultSyncInterval    = logstore.DefaultSyncInterval
+
+	// DefaultMaxMessages and DefaultMaxBytes bound each partition of a stream that
+	// sets no bound of its own; a stream is never unbounded.
+	DefaultMaxMessages = 10_000_000
+	DefaultMaxBytes    = 1 << 30
+	// MaxMaxMessages and MaxMaxBytes are the highest bounds a stream may set.
+	MaxMaxMessages = 1 << 40
+	MaxMaxBytes    = 1 << 40
+	// DefaultBlockTimeout is how long a publish to a full stream under OverflowBlock
+	// waits for room; MaxBlockTimeout bounds it.
+	DefaultBlockTimeout = 5 * time.Second
+	MaxBlockTimeout     = 5 * time.Minute
+	// DefaultDedupeWindow is how long a stream remembers an idempotency key;
+	// MinDedupeWindow and MaxDedupeWindow bound it.
+	DefaultDedupeWindow = 10 * time.Minute
+	MinDedupeWindow     = time.Second
+	MaxDedupeWindow     = 30 * 24 * time.Hour
+	// DefaultDedupeMaxKeys bounds the idempotency keys a stream holds (about 50
+	// bytes of memory each); MaxDedupeMaxKeys bounds the bound.
+	DefaultDedupeMaxKeys = 1_000_000
+	MaxDedupeMaxKeys     = 100_000_000
+)
+
+// OverflowPolicy says what a publish does when a partition is at its bound.
+type OverflowPolicy string
+
+const (
+	// OverflowReject fails the publish at once with a *StreamFullError (matching
+	// ErrStreamFull): nothing is stored, and the producer may retry after its
+	// RetryAfter hint. Load is shed at the door. The default.
+	OverflowReject OverflowPolicy = "reject"
+	// OverflowBlock makes the publish wait up to BlockTimeout for room, then fail
+	// as OverflowReject does. The producer slows down to the consumers' pace.
+	OverflowBlock OverflowPolicy = "block"
+	// OverflowDropOldest removes the oldest messages (whole segments) to make room:
+	// publishes never fail for room, and messages nobody consumed yet may be lost;
+	// StreamInfo.Counters.Dropped counts them. Only with RetainLimits.
+	OverflowDropOldest OverflowPolicy = "drop_oldest"
 )
 
 // StreamConfig configures a stream. Zero fields take their defaults.
@@ -45,10 +83,35 @@ type StreamConfig struct {
 	// UpdateStream may raise it, never lower it (that would lose data and break
 	// key order).
 	Partitions int `json:"partitions"`
-	// Retention bounds what the stream keeps. Zero fields are no bound. Whole
-	// segments are removed, oldest first, so a partition keeps up to one segment
-	// more than the bound. Updatable.
+	// Retention says when messages are removed (by age, or once settled).
+	// Updatable.
 	Retention Retention `json:"retention"`
+	// MaxMessages bounds the messages each partition holds: all it stores under
+	// RetainLimits, those not yet settled by every subscription under RetainWork
+	// (so room frees as messages are acknowledged). Default DefaultMaxMessages
+	// (10 million); limits [1, MaxMaxMessages]. Updatable.
+	MaxMessages int64 `json:"max_messages"`
+	// MaxBytes bounds the bytes each partition's log holds. Space is reclaimed a
+	// whole segment at a time (under RetainWork, segments whose messages every
+	// subscription settled), so it must hold at least two segments. Default
+	// DefaultMaxBytes (1 GiB); limits [2*SegmentBytes, MaxMaxBytes]. Updatable.
+	MaxBytes int64 `json:"max_bytes"`
+	// Overflow is what a publish does when its partition is at MaxMessages or
+	// MaxBytes. Default OverflowReject. Updatable.
+	Overflow OverflowPolicy `json:"overflow"`
+	// BlockTimeout is how long a publish waits for room under OverflowBlock.
+	// Default 5 s; limits [1 ms, MaxBlockTimeout = 5 min]. Updatable.
+	BlockTimeout time.Duration `json:"block_timeout"`
+	// DedupeWindow is how long the stream remembers a message's IdempotencyKey,
+	// counted from the message's time; a publish with a key seen within it is
+	// answered with the original position. It survives restarts and crashes.
+	// Default 10 min; limits [1 s, 30 days]. Updatable.
+	DedupeWindow time.Duration `json:"dedupe_window"`
+	// DedupeMaxKeys bounds the idempotency keys the stream holds in memory (about
+	// 50 bytes each). When it is full the oldest key is forgotten before its
+	// window passed, and StreamInfo.Counters.DedupeEvicted counts it. Default
+	// 1 million; limits [1, MaxDedupeMaxKeys]. Updatable.
+	DedupeMaxKeys int `json:"dedupe_max_keys"`
 	// MaxMessageBytes bounds key + body + headers of one message. Default 1 MiB;
 	// limits [1, MaxMessageBytesCeiling = 16 MiB]. Updatable.
 	MaxMessageBytes int `json:"max_message_bytes"`
@@ -58,7 +121,8 @@ type StreamConfig struct {
 	// Fixed at creation.
 	SyncInterval time.Duration `json:"sync_interval"`
 	// SegmentBytes is the size at which a partition's segment file rolls. Default
-	// 128 MiB; limits [4 KiB, 1 GiB]. Fixed at creation.
+	// 128 MiB, or MaxBytes/8 when that is smaller; limits [4 KiB, 1 GiB]. Fixed at
+	// creation.
 	SegmentBytes int64 `json:"segment_bytes"`
 }
 
@@ -76,12 +140,13 @@ const (
 	RetainWork RetentionPolicy = "work"
 )
 
-// Retention bounds what a stream keeps, per partition for bytes and messages.
+// Retention says when a stream removes messages besides its bounds.
 type Retention struct {
-	Policy      RetentionPolicy `json:"policy,omitempty"`
-	MaxAge      time.Duration   `json:"max_age"`
-	MaxBytes    int64           `json:"max_bytes"`
-	MaxMessages int64           `json:"max_messages"`
+	// Policy is RetainLimits (the default) or RetainWork.
+	Policy RetentionPolicy `json:"policy,omitempty"`
+	// MaxAge removes a segment once its newest message is older. Zero keeps
+	// messages whatever their age.
+	MaxAge time.Duration `json:"max_age"`
 }
 
 func (c StreamConfig) withDefaults() StreamConfig {
@@ -97,8 +162,26 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	if c.SyncInterval == 0 {
 		c.SyncInterval = DefaultSyncInterval
 	}
+	if c.MaxMessages == 0 {
+		c.MaxMessages = DefaultMaxMessages
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultMaxBytes
+	}
+	if c.Overflow == "" {
+		c.Overflow = OverflowReject
+	}
+	if c.BlockTimeout == 0 {
+		c.BlockTimeout = DefaultBlockTimeout
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.DedupeMaxKeys == 0 {
+		c.DedupeMaxKeys = DefaultDedupeMaxKeys
+	}
 	if c.SegmentBytes == 0 {
-		c.SegmentBytes = DefaultSegmentBytes
+		c.SegmentBytes = min(DefaultSegmentBytes, max(c.MaxBytes/8, logstore.MinSegmentBytes))
 	}
 	return c
 }
@@ -118,10 +201,20 @@ func (c StreamConfig) Validate() error {
 		return invalid("StreamConfig.Retention.Policy", "%q is not one of limits, work", d.Retention.Policy)
 	case d.Retention.MaxAge < 0:
 		return invalid("StreamConfig.Retention.MaxAge", "%v is negative", d.Retention.MaxAge)
-	case d.Retention.MaxBytes < 0:
-		return invalid("StreamConfig.Retention.MaxBytes", "%d is negative", d.Retention.MaxBytes)
-	case d.Retention.MaxMessages < 0:
-		return invalid("StreamConfig.Retention.MaxMessages", "%d is negative", d.Retention.MaxMessages)
+	case d.MaxMessages < 1 || d.MaxMessages > MaxMaxMessages:
+		return invalid("StreamConfig.MaxMessages", "%d outside [1, MaxMaxMessages=%d]", d.MaxMessages, int64(MaxMaxMessages))
+	case d.MaxBytes < 1 || d.MaxBytes > MaxMaxBytes:
+		return invalid("StreamConfig.MaxBytes", "%d outside [1, MaxMaxBytes=%d]", d.MaxBytes, int64(MaxMaxBytes))
+	case d.Overflow != OverflowReject && d.Overflow != OverflowBlock && d.Overflow != OverflowDropOldest:
+		return invalid("StreamConfig.Overflow", "%q is not one of reject, block, drop_oldest", d.Overflow)
+	case d.Overflow == OverflowDropOldest && d.Retention.Policy == RetainWork:
+		return invalid("StreamConfig.Overflow", "drop_oldest would drop unfinished work: only for Retention.Policy limits")
+	case d.BlockTimeout < time.Millisecond || d.BlockTimeout > MaxBlockTimeout:
+		return invalid("StreamConfig.BlockTimeout", "%v outside [1ms, MaxBlockTimeout=%v]", d.BlockTimeout, MaxBlockTimeout)
+	case d.DedupeWindow < MinDedupeWindow || d.DedupeWindow > MaxDedupeWindow:
+		return invalid("StreamConfig.DedupeWindow", "%v outside [MinDedupeWindow=%v, MaxDedupeWindow=%v]", d.DedupeWindow, MinDedupeWindow, MaxDedupeWindow)
+	case d.DedupeMaxKeys < 1 || d.DedupeMaxKeys > MaxDedupeMaxKeys:
+		return invalid("StreamConfig.DedupeMaxKeys", "%d outside [1, MaxDedupeMaxKeys=%d]", d.DedupeMaxKeys, MaxDedupeMaxKeys)
 	case d.MaxMessageBytes < 1 || d.MaxMessageBytes > MaxMessageBytesCeiling:
 		return invalid("StreamConfig.MaxMessageBytes", "%d outside [1, %d]", d.MaxMessageBytes, MaxMessageBytesCeiling)
 	case d.Sync != SyncAlways && d.Sync != SyncInterval && d.Sync != SyncNever:
@@ -130,6 +223,8 @@ func (c StreamConfig) Validate() error {
 		return invalid("StreamConfig.SyncInterval", "%v outside [1ms, 1m]", d.SyncInterval)
 	case d.SegmentBytes < logstore.MinSegmentBytes || d.SegmentBytes > logstore.MaxSegmentBytes:
 		return invalid("StreamConfig.SegmentBytes", "%d outside [%d, %d]", d.SegmentBytes, logstore.MinSegmentBytes, logstore.MaxSegmentBytes)
+	case d.MaxBytes < 2*d.SegmentBytes:
+		return invalid("StreamConfig.MaxBytes", "%d holds less than two segments of SegmentBytes=%d: space is reclaimed a segment at a time", d.MaxBytes, d.SegmentBytes)
 	}
 	return nil
 }
@@ -145,8 +240,8 @@ func (c StreamConfig) syncPolicy() logstore.SyncPolicy {
 }
 
 func (r Retention) internal() logstore.Retention {
-	// Policy is applied by the broker (DoneBefore), not by the log.
-	return logstore.Retention{MaxAge: r.MaxAge, MaxBytes: r.MaxBytes, MaxMessages: r.MaxMessages}
+	// Policy is applied by the broker (DoneBefore), and the bounds by publishes.
+	return logstore.Retention{MaxAge: r.MaxAge}
 }
 
 // StreamInfo describes a stream and its partitions.
@@ -156,6 +251,8 @@ type StreamInfo struct {
 	// Messages and Bytes are totals over the partitions.
 	Messages int64 `json:"messages"`
 	Bytes    int64 `json:"bytes"`
+	// Counters count backpressure and deduplication since the broker started.
+	Counters StreamCounters `json:"counters"`
 }
 
 // PartitionInfo describes one partition.

@@ -26,10 +26,11 @@ const (
 	DeadLetterSuffix = ".dlq"
 )
 
-// DefaultDeadLetterRetention bounds a dead-letter stream that CreateSubscription
-// creates: dead letters are kept 30 days, and at most 1 GiB per partition (whole
-// segments, oldest first). Create the stream yourself to choose otherwise.
-var DefaultDeadLetterRetention = Retention{MaxAge: 30 * 24 * time.Hour, MaxBytes: 1 << 30}
+// DefaultDeadLetterStream is the config (less its name) of a dead-letter stream
+// that CreateSubscription creates: dead letters are kept 30 days, and at most
+// 1 GiB, the oldest dropped first, so that dead-lettering never stops for room.
+// Create the stream yourself to choose otherwise.
+var DefaultDeadLetterStream = StreamConfig{Retention: Retention{MaxAge: 30 * 24 * time.Hour}, MaxBytes: 1 << 30, Overflow: OverflowDropOldest}
 
 // ErrStaleLease is returned when a consumer settles or extends a delivery whose
 // lease it no longer holds: the lease expired and the message went to someone else,
@@ -332,7 +333,8 @@ func (b *Broker) CreateSubscription(ctx context.Context, streamName string, cfg 
 	if _, err := b.lookup(streamName); err != nil {
 		return SubscriptionInfo{}, err // before creating a dead-letter stream for nothing
 	}
-	dlq := StreamConfig{Name: cfg.DeadLetterStream, Retention: DefaultDeadLetterRetention}
+	dlq := DefaultDeadLetterStream
+	dlq.Name = cfg.DeadLetterStream
 	if _, err := b.CreateStream(ctx, dlq); err != nil && !errors.Is(err, ErrStreamExists) {
 		return SubscriptionInfo{}, fmt.Errorf("sluice: create dead-letter stream: %w", err)
 	}

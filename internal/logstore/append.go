@@ -231,6 +231,7 @@ func (p *Partition) flush(seg *segment, buf []byte, reqs []*appendReq) error {
 	}
 	seg.mu.Lock()
 	seg.size += int64(len(buf))
+	p.bytes.Add(int64(len(buf)))
 	seg.mu.Unlock()
 	seg.fileSize = max(seg.fileSize, seg.size)
 	p.groupBytes += (int64(len(buf)) - p.groupBytes) / 8

@@ -41,6 +41,7 @@ type Partition struct {
 	wg        sync.WaitGroup
 	dirty     atomic.Bool // SyncInterval: written since the last sync
 	closeErr  error
+	bytes     atomic.Int64 // the segments' sizes, summed
 }
 
 // Open opens (recovering if needed) or creates the partition log in cfg.Dir.
@@ -67,6 +68,7 @@ func Open(cfg Config) (*Partition, error) {
 	p.active = p.segs[len(p.segs)-1]
 	p.next = p.active.next
 	p.hw.Store(p.next)
+	p.recountBytes()
 	p.wg.Add(2)
 	go p.writeLoop()
 	go p.syncLoop()

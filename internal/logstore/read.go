@@ -221,6 +221,7 @@ func (p *Partition) corrupted(seg *segment, pos int64, cause error) (reindexed b
 		old.Close()
 	}
 	err := p.rebuildIndex(seg, seg.size)
+	defer p.recountBytes()
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		// The data verifies. If writing the new index failed, the in-memory one
 		// built by the scan serves lookups.
@@ -296,6 +297,22 @@ type Stats struct {
 	// OldestTimestamp is the max timestamp of the oldest segment (ms), or
 	// math.MinInt64 when the log is empty.
 	OldestTimestamp int64
+}
+
+// Bytes returns the bytes the partition's segments hold (written, synced or not),
+// without taking a lock: what a publish checks a byte bound against.
+func (p *Partition) Bytes() int64 { return p.bytes.Load() }
+
+// recountBytes sets the byte count from the segments. Lock held: p.mu, or p is
+// not shared yet.
+func (p *Partition) recountBytes() {
+	var n int64
+	for _, s := range p.segs {
+		s.mu.Lock()
+		n += s.size
+		s.mu.Unlock()
+	}
+	p.bytes.Store(n)
 }
 
 // Stats returns the partition's offsets and size.

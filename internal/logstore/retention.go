@@ -18,6 +18,11 @@ type Retention struct {
 	// DoneBefore removes every segment whose messages all lie before this offset
 	// (work-queue retention: everything before it is settled). Zero is no bound.
 	DoneBefore int64
+	// CapBytes and CapMessages remove the oldest segment while the partition holds
+	// more than this: a cap, where MaxBytes and MaxMessages are floors. Zero is no
+	// bound.
+	CapBytes    int64
+	CapMessages int64
 }
 
 // ApplyRetention removes the oldest sealed segments that r no longer keeps and
@@ -47,7 +52,8 @@ func (p *Partition) ApplyRetention(r Retention, now time.Time) (int, error) {
 		tooBig := r.MaxBytes > 0 && bytes-size >= r.MaxBytes
 		tooMany := r.MaxMessages > 0 && messages-count >= r.MaxMessages
 		done := r.DoneBefore > 0 && s.base+count <= r.DoneBefore
-		if !expired && !tooBig && !tooMany && !done {
+		overCap := r.CapBytes > 0 && bytes > r.CapBytes || r.CapMessages > 0 && messages > r.CapMessages
+		if !expired && !tooBig && !tooMany && !done && !overCap {
 			break
 		}
 		p.segs = p.segs[1:]
@@ -64,6 +70,7 @@ func (p *Partition) ApplyRetention(r Retention, now time.Time) (int, error) {
 		}
 		bytes -= size
 		messages -= count
+		p.bytes.Add(-size)
 		removed++
 	}
 	if removed > 0 {
