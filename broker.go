@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 
