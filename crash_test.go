@@ -54,6 +54,10 @@ func crashID(body []byte) (string, bool) {
 	return string(id), true
 }
 
+// crashModes are the child sides that other test files register (in init) under
+// a mode name: each runs until the parent kills it, and must not return.
+var crashModes = map[string]func(dir, run string){}
+
 // crashChild runs the child side when the environment asks for it. It never
 // returns in the child: the parent kills it.
 func crashChild() bool {
@@ -62,6 +66,9 @@ func crashChild() bool {
 		return false
 	}
 	run := os.Getenv(crashRunEnv)
+	if f := crashModes[os.Getenv(crashModeEnv)]; f != nil {
+		f(dir, run) // never returns
+	}
 	if os.Getenv(crashModeEnv) == "consume" {
 		consumeChild(dir, run)
 	}
