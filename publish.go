@@ -239,10 +239,11 @@ func (w *blockWait) done() {
 	}
 }
 
-// result is the error a publish returns: ctx's when it ended while waiting.
+// result is the error a publish returns: when ctx ended while waiting for room,
+// ctx's error joined with the refusal (nothing was stored).
 func (w *blockWait) result(ctx context.Context, err error) error {
 	if errors.Is(err, ErrStreamFull) && ctx.Err() != nil {
-		return ctx.Err()
+		return fmt.Errorf("%w while waiting for room: %w", ctx.Err(), err)
 	}
 	return err
 }
