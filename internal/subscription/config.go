@@ -27,6 +27,21 @@ const (
 	ModePartitioned Mode = "partitioned"
 )
 
+// DeliveryGuarantee says when a message counts as consumed. (Delivery, the name
+// the field has, is taken by a handed-out message.)
+type DeliveryGuarantee string
+
+const (
+	// AtLeastOnce: a message counts as consumed once the consumer acknowledges
+	// it; until then it is redelivered, so nothing handed out is lost and some
+	// messages come twice.
+	AtLeastOnce DeliveryGuarantee = "at_least_once"
+	// AtMostOnce: a message counts as consumed when it is handed to the consumer,
+	// before it is processed; it is never redelivered, so a crash mid-handler
+	// loses it.
+	AtMostOnce DeliveryGuarantee = "at_most_once"
+)
+
 // Session limits for ModePartitioned.
 const (
 	DefaultSession = 10 * time.Second
@@ -102,6 +117,31 @@ type Config struct {
 	// Session is how long a member of a partitioned subscription stays in the
 	// group without fetching. Default 10 s; limits [100 ms, 5 min].
 	Session time.Duration `json:"session,omitempty"`
+	// Delivery is when a message counts as consumed. Default AtLeastOnce.
+	//
+	// AtLeastOnce: on the consumer's ack. What it costs is duplicates: a message
+	// is delivered again when the consumer crashes before its ack, when its lease
+	// expires (a slow or stuck handler; Extend prevents it), and when the broker
+	// crashes after the delivery and before the ack was journaled (after a power
+	// failure: before the ack's journal write was synced, up to 50 ms). In return
+	// nothing handed out is lost: failures are retried with backoff and
+	// dead-lettered after MaxDeliveries.
+	//
+	// AtMostOnce: when Fetch hands it out, before it is processed. Fetch journals
+	// each delivery together with its settlement and syncs the journal before it
+	// returns: one fsync per Fetch that returns messages, under the subscription's
+	// lock, so concurrent fetchers of one subscription take turns. No lease, no
+	// in-flight count: a message is never redelivered, never retried and never
+	// dead-lettered (Lease, MaxDeliveries and the backoff do not apply; ack, nack,
+	// term and extend find nothing to settle), and a crash of the consumer, or of
+	// the broker after Fetch returned, loses what was fetched and not yet
+	// processed. Delays, Seek and the modes work as with AtLeastOnce, except that
+	// in ModeKeyOrdered nothing waits for a message to be processed: the messages
+	// of a key are handed out in offset order (several in one Fetch, to one
+	// consumer, when they are due together), which is an order of hand-out, not
+	// of processing; two consumers may process consecutive messages of a key at
+	// the same time.
+	Delivery DeliveryGuarantee `json:"delivery,omitempty"`
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -126,6 +166,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Session == 0 {
 		c.Session = DefaultSession
+	}
+	if c.Delivery == "" {
+		c.Delivery = AtLeastOnce
 	}
 	return c
 }
@@ -165,6 +208,8 @@ func (c Config) Validate() error {
 		return fieldErr("SubscriptionConfig.Name", "%q must be 1..%d characters of [A-Za-z0-9._-] starting with a letter or digit", d.Name, MaxNameLen)
 	case d.Mode != ModeQueue && d.Mode != ModeKeyOrdered && d.Mode != ModePartitioned:
 		return fieldErr("SubscriptionConfig.Mode", "%q is not one of queue, key_ordered, partitioned", d.Mode)
+	case d.Delivery != AtLeastOnce && d.Delivery != AtMostOnce:
+		return fieldErr("SubscriptionConfig.Delivery", "%q is not one of at_least_once, at_most_once", d.Delivery)
 	case d.Session < MinSession || d.Session > MaxSession:
 		return fieldErr("SubscriptionConfig.Session", "%v outside [%v, %v]", d.Session, MinSession, MaxSession)
 	case d.Start != StartEarliest && d.Start != StartLatest:

@@ -60,11 +60,23 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 		}
 	}
 	s.rr++
+	if s.cfg.Delivery == AtMostOnce {
+		evs = settleOnDelivery(evs)
+	}
 	if err := s.journalLocked(ctx, evs...); err != nil {
 		return fail(err)
 	}
 	if len(out) == 0 {
 		return nil, nil
+	}
+	if s.cfg.Delivery == AtMostOnce {
+		// The consumer may act on a delivery as soon as it has it; a journal that a
+		// power failure could take back would hand the message out again.
+		if err := s.journal.Sync(); err != nil {
+			s.failure = fmt.Errorf("%w: %w", ErrFailed, err)
+			return nil, s.failure
+		}
+		return out, nil // settled: no lease, nothing in flight
 	}
 	deadline := now.Add(s.cfg.Lease)
 	for k := range out {
@@ -78,6 +90,23 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 	s.inflight[consumer] += len(out)
 	s.compactLeasesLocked()
 	return out, nil
+}
+
+// settleOnDelivery returns evs followed by an ack of every delivery in them: under
+// AtMostOnce a delivery is settled as it is handed out, and the two go into the
+// journal in one append, so that no replay finds the message in flight. The acks
+// come after every other event, not each after its delivery: an ack moves the
+// floor over every offset below the cursor that has no pending entry, and the
+// cursor already stands past the delays and holds of this dispatch, which have
+// their entries only once applied.
+func settleOnDelivery(evs []event) []event {
+	out := slices.Grow(evs, len(evs))
+	for _, e := range evs {
+		if e.kind == evDeliver {
+			out = append(out, event{kind: evAck, partition: e.partition, offset: e.offset})
+		}
+	}
+	return out
 }
 
 // compactLeasesLocked rebuilds the lease heap once settled and extended leases,
@@ -237,6 +266,9 @@ func (s *Sub) heldLocked(part int, off int64, lease uint64) (*pending, error) {
 	}
 	if part < 0 || part >= len(s.state) {
 		return nil, fmt.Errorf("%w: partition %d", ErrStaleLease, part)
+	}
+	if s.cfg.Delivery == AtMostOnce {
+		return nil, fmt.Errorf("%w: partition %d offset %d: under at_most_once a delivery is settled when it is fetched", ErrStaleLease, part, off)
 	}
 	pd := s.state[part].pend[off]
 	if pd == nil || pd.lease == 0 || pd.lease != lease {
@@ -404,7 +436,9 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 				added++
 				return ps.held+holds < MaxHeld && len(ps.pend)+added < MaxPending && len(evs) < maxEventsPerDispatch
 			}
-			busy[key] = true
+			// Under AtMostOnce the delivery is settled with it, so the key's next
+			// message may follow it in this same round.
+			busy[key] = s.cfg.Delivery != AtMostOnce
 			out = append(out, delivery(i, r, 1))
 			evs = append(evs, event{kind: evDeliver, partition: i, offset: r.Offset, deliveries: 1, at: ms(now), key: key})
 			return len(out) < room

@@ -22,6 +22,13 @@
 // survives kill -9 of the broker; a power failure can lose the last interval, which
 // makes messages come back (at-least-once), never lost.
 //
+// Config.Delivery AtMostOnce changes when a message counts as consumed: Fetch
+// journals every delivery with an ack right after it, in the same append (a
+// record batch, whole or absent after a crash), and syncs the journal
+// (logstore.Partition.Sync) before it returns the deliveries. Replay therefore
+// never finds such a message in flight: it is not handed out again after kill -9
+// or a power failure, and it has no lease to expire.
+//
 // On open the subscription loads state.json (the snapshot, written atomically),
 // replays its journal generation, then compacts: it writes a new snapshot that
 // points at a fresh, empty journal generation and removes the old one. Leases that

@@ -26,7 +26,8 @@ var (
 	ErrFailed = errors.New("subscription: journal failed, subscription stopped")
 )
 
-// Delivery is one message handed to a consumer under a lease.
+// Delivery is one message handed to a consumer under a lease (AtLeastOnce), or
+// settled as it is handed out (AtMostOnce: Lease is 0 and Deadline zero).
 type Delivery struct {
 	Partition  int
 	Offset     int64
