@@ -11,7 +11,9 @@ import (
 )
 
 // Delivery is a message handed to a consumer under a lease. Settle it with the
-// consumer's Ack, Nack or Term before Deadline, or Extend the lease.
+// consumer's Ack, Nack or Term before Deadline, or Extend the lease. From an
+// AtMostOnce subscription it was settled when it was fetched: it has no lease
+// (Lease 0, Deadline zero) and only Ack, a no-op, applies.
 type Delivery struct {
 	Record
 	Subscription string
@@ -51,18 +53,28 @@ type ConsumerConfig struct {
 }
 
 // Consumer takes deliveries from one subscription.
+//
+// On an AtMostOnce subscription (SubscriptionConfig.Delivery) Fetch settles what
+// it returns: the messages are consumed before the handler runs, and one that
+// the handler does not finish (a crash, kill -9, an error) is lost, never
+// redelivered. Ack then returns nil without doing anything, so that a handler
+// written for either guarantee keeps working; Nack, Term and Extend return an
+// *InvalidError (errors.Is ErrInvalid) naming SubscriptionConfig.Delivery, since
+// there is nothing left to retry, dead-letter or hold.
 type Consumer interface {
 	// Fetch returns up to max deliveries, waiting until there is at least one or
 	// ctx ends.
 	Fetch(ctx context.Context, max int) ([]Delivery, error)
-	// Ack settles a delivery as done.
+	// Ack settles a delivery as done. AtMostOnce: a no-op that returns nil.
 	Ack(ctx context.Context, d Delivery) error
 	// Nack reports a failed delivery; it is retried, or dead-lettered once it has
-	// had the subscription's MaxDeliveries.
+	// had the subscription's MaxDeliveries. AtMostOnce: an *InvalidError.
 	Nack(ctx context.Context, d Delivery, opts NackOptions) error
 	// Term gives up on a delivery: it goes to the dead-letter stream at once.
+	// AtMostOnce: an *InvalidError.
 	Term(ctx context.Context, d Delivery, reason string) error
-	// Extend moves the lease deadline to now + by, and returns it.
+	// Extend moves the lease deadline to now + by, and returns it. AtMostOnce:
+	// an *InvalidError.
 	Extend(ctx context.Context, d Delivery, by time.Duration) (time.Time, error)
 	// Close releases the consumer. Unsettled deliveries are redelivered when
 	// their leases expire.
@@ -139,11 +151,28 @@ func (c *consumer) Fetch(ctx context.Context, max int) ([]Delivery, error) {
 	return out, nil
 }
 
+// settledOnFetch returns the error of an op that an AtMostOnce subscription
+// cannot do, or nil under AtLeastOnce.
+func (c *consumer) settledOnFetch(op string, d Delivery) error {
+	if c.st.cfg.Delivery != AtMostOnce {
+		return nil
+	}
+	return c.wrap(op, invalid("SubscriptionConfig.Delivery",
+		"subscription %q is at_most_once: the delivery of partition %d offset %d was settled when it was fetched; %s does not apply",
+		c.subName, d.Partition, d.Offset, op))
+}
+
 func (c *consumer) Ack(ctx context.Context, d Delivery) error {
+	if c.st.cfg.Delivery == AtMostOnce {
+		return nil // settled when it was fetched
+	}
 	return c.wrap("ack", c.st.sub.Ack(ctx, d.Partition, d.Offset, d.Lease))
 }
 
 func (c *consumer) Nack(ctx context.Context, d Delivery, opts NackOptions) error {
+	if err := c.settledOnFetch("nack", d); err != nil {
+		return err
+	}
 	var delay *time.Duration
 	if opts.Delay != 0 {
 		delay = &opts.Delay
@@ -152,10 +181,16 @@ func (c *consumer) Nack(ctx context.Context, d Delivery, opts NackOptions) error
 }
 
 func (c *consumer) Term(ctx context.Context, d Delivery, reason string) error {
+	if err := c.settledOnFetch("term", d); err != nil {
+		return err
+	}
 	return c.wrap("term", c.st.sub.Term(ctx, d.Partition, d.Offset, d.Lease, reason))
 }
 
 func (c *consumer) Extend(ctx context.Context, d Delivery, by time.Duration) (time.Time, error) {
+	if err := c.settledOnFetch("extend", d); err != nil {
+		return time.Time{}, err
+	}
 	t, err := c.st.sub.Extend(d.Partition, d.Offset, d.Lease, by)
 	return t, c.wrap("extend", err)
 }

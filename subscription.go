@@ -74,6 +74,21 @@ const (
 	PartitionedMode = subscription.ModePartitioned
 )
 
+// DeliveryGuarantee says when a message counts as consumed; see
+// SubscriptionConfig.Delivery.
+type DeliveryGuarantee = subscription.DeliveryGuarantee
+
+// Delivery guarantees.
+const (
+	// AtLeastOnce: a message counts as consumed once the consumer acks it; it may
+	// be delivered more than once, and is never lost once handed out.
+	AtLeastOnce = subscription.AtLeastOnce
+	// AtMostOnce: a message counts as consumed when Fetch hands it out, before it
+	// is processed; it is never delivered twice, and lost if the consumer fails
+	// to process it.
+	AtMostOnce = subscription.AtMostOnce
+)
+
 // SubscriptionConfig configures a subscription. Zero fields take their defaults.
 type SubscriptionConfig struct {
 	// Name is 1..128 characters of [A-Za-z0-9._-], starting with a letter or digit.
@@ -97,6 +112,30 @@ type SubscriptionConfig struct {
 	// Session is how long a consumer of a PartitionedMode subscription stays in the
 	// group without fetching. Default 10 s; limits [100 ms, 5 min].
 	Session time.Duration `json:"session,omitempty"`
+	// Delivery is when a message counts as consumed. Default AtLeastOnce.
+	//
+	// AtLeastOnce: when the consumer acks it. The price is duplicates: a message
+	// comes again when the consumer crashes before its ack, when its lease expires
+	// (a slow handler that does not Extend), and when the broker crashes after the
+	// delivery and before the ack was journaled (after a power failure, before the
+	// ack's journal write was synced: up to 50 ms). Handlers must be idempotent.
+	// Nothing handed out is lost: failures are retried with backoff and
+	// dead-lettered after MaxDeliveries.
+	//
+	// AtMostOnce: when Fetch hands it out, before it is processed. Each Fetch that
+	// returns messages costs one fsync of the subscription's journal, and
+	// concurrent fetchers of the subscription take turns for it. A message is
+	// never delivered twice: no lease, no redelivery, no retries and no dead
+	// letters (Lease, MaxDeliveries and the backoff do not apply; the dead-letter
+	// stream is created all the same, and stays empty), so a crash of the
+	// consumer (kill -9 included), or of the broker after Fetch returned, loses
+	// what was fetched and not yet processed. Ack is a no-op, so that code written
+	// for either guarantee works; Nack, Term and Extend fail with an
+	// *InvalidError. In KeyOrderedMode the messages of a key are handed out in
+	// order (several in one Fetch when they are due together), but nothing waits
+	// for one to be processed before the next goes out: the order is one of
+	// hand-out, not of processing.
+	Delivery DeliveryGuarantee `json:"delivery,omitempty"`
 	// DeadLetterStream receives the messages the subscription gives up on, with
 	// their attempt history in headers. Default "<stream>.<name>.dlq", created with
 	// the subscription if missing.
@@ -109,12 +148,14 @@ func (c SubscriptionConfig) internal() subscription.Config {
 		start = subscription.StartLatest
 	}
 	return subscription.Config{Name: c.Name, Mode: c.Mode, Start: start, Lease: c.Lease,
-		MaxDeliveries: c.MaxDeliveries, BackoffInitial: c.BackoffInitial, BackoffMax: c.BackoffMax, Session: c.Session}
+		MaxDeliveries: c.MaxDeliveries, BackoffInitial: c.BackoffInitial, BackoffMax: c.BackoffMax, Session: c.Session,
+		Delivery: c.Delivery}
 }
 
 func (c SubscriptionConfig) withDefaults(stream string) SubscriptionConfig {
 	d := c.internal().WithDefaults()
 	c.Mode, c.Lease, c.MaxDeliveries, c.BackoffInitial, c.BackoffMax = d.Mode, d.Lease, d.MaxDeliveries, d.BackoffInitial, d.BackoffMax
+	c.Delivery = d.Delivery
 	if c.Mode == PartitionedMode {
 		c.Session = d.Session
 	}
@@ -221,6 +262,9 @@ func (b *Broker) openSubscriptions(s *stream) error {
 		}
 		if err := cfg.validate(s.cfg.Name); err != nil || cfg.Name != n {
 			return fmt.Errorf("subscription %s: bad config %s: %v", n, subFile, err)
+		}
+		if cfg.Delivery == "" {
+			cfg.Delivery = AtLeastOnce // written before the field existed
 		}
 		sub, err := b.openSub(s, cfg)
 		if err != nil {
