@@ -97,7 +97,7 @@ func TestAtMostOnceConsumer(t *testing.T) {
 	}
 	got := map[string]int{}
 	var held []Delivery
-	// MaxInFlight 1 does not limit: nothing is in flight.
+	// MaxInFlight 1 bounds each Fetch, not the total: nothing stays in flight.
 	for len(held) < n/2 {
 		ds := fetchSoon(t, c, n/2-len(held))
 		if len(ds) == 0 {
