@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,4 +123,87 @@ func rssBytes(t testing.TB) int64 {
 	}
 	t.Skip("no VmRSS in /proc/self/status")
 	return 0
+}
+
+// BenchmarkPublishIdempotency compares publishes with and without an idempotency
+// key (each a new key, so each is stored and indexed), in the same run: durable
+// (SyncAlways) and, to show the index's CPU cost alone, SyncNever.
+func BenchmarkPublishIdempotency(b *testing.B) {
+	for _, sp := range []SyncPolicy{SyncAlways, SyncNever} {
+		for _, pubs := range []int{1, 64} {
+			for _, keys := range []string{"off", "on"} {
+				b.Run(fmt.Sprintf("sync=%s/publishers=%d/keys=%s", sp, pubs, keys), func(b *testing.B) {
+					benchPublishKeys(b, sp, pubs, keys == "on")
+				})
+			}
+		}
+	}
+}
+
+func benchPublishKeys(b *testing.B, sp SyncPolicy, pubs int, keyed bool) {
+	br, err := Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	ctx := context.Background()
+	cfg := StreamConfig{Name: "bench", Partitions: 4, Sync: sp, MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes,
+		DedupeMaxKeys: MaxDedupeMaxKeys, DedupeWindow: time.Hour}
+	if _, err := br.CreateStream(ctx, cfg); err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, 256)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var kb []byte
+			for {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
+				}
+				msg := Message{Key: strconv.AppendInt(kb[:0], n%1024, 10), Body: body}
+				if keyed {
+					msg.IdempotencyKey = "order-" + strconv.FormatInt(n, 10)
+				}
+				if _, err := br.Publish(ctx, "bench", msg); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkDedupeIndexBytes reports the memory the dedupe index holds per key, as
+// heap growth over a million keys (one op is a million keys).
+func BenchmarkDedupeIndexBytes(b *testing.B) {
+	const keys = 1_000_000
+	var perKey float64
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		d := newDedupe(time.Hour, keys)
+		for i := range keys {
+			h := keyHash("order-" + strconv.Itoa(i))
+			_, _, _, _, c := d.lookup(h, i%8, 0, time.UnixMilli(1_700_000_000_000))
+			d.finish(h, c, true, makeRef(i%8, int64(i/8)), 1_700_000_000_000)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perKey = float64(after.HeapAlloc-before.HeapAlloc) / keys
+		runtime.KeepAlive(d)
+	}
+	b.ReportMetric(perKey, "bytes/key")
+	b.ReportMetric(perKey*keys/(1<<20), "MiB/million-keys")
 }

@@ -90,8 +90,8 @@ func (f *fifo) pop() dentry {
 // claim is a key being published: others with the same key wait for it.
 type claim struct {
 	part  int
-	floor int64 // the partition's high watermark when claimed: the key lands at or after it
-	done  chan struct{}
+	floor int64         // the partition's high watermark when claimed: the key lands at or after it
+	done  chan struct{} // made by the first waiter (most claims have none), closed by finish
 }
 
 // dedupe is a stream's index of the idempotency keys it accepted within its window.
@@ -144,21 +144,25 @@ func (d *dedupe) expireLocked(now time.Time) {
 }
 
 // lookup returns, for a key hash: the position of the key's message if the key
-// was accepted within the window; or a claim to wait for if the key is being
-// published; or, if neither, a new claim that the caller owns and must finish.
-func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uint64, found bool, wait, own *claim) {
+// was accepted within the window; or a claim being published, with the channel
+// closed when it finishes; or, if neither, a new claim that the caller owns and
+// must finish.
+func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uint64, found bool, wait *claim, done <-chan struct{}, own *claim) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expireLocked(now)
 	if seq, ok := d.idx[h]; ok {
-		return d.q.at(seq).ref, true, nil, nil
+		return d.q.at(seq).ref, true, nil, nil, nil
 	}
 	if c := d.pending[h]; c != nil {
-		return 0, false, c, nil
+		if c.done == nil {
+			c.done = make(chan struct{})
+		}
+		return 0, false, c, c.done, nil
 	}
-	c := &claim{part: part, floor: floor, done: make(chan struct{})}
+	c := &claim{part: part, floor: floor}
 	d.pending[h] = c
-	return 0, false, nil, c
+	return 0, false, nil, nil, c
 }
 
 // finish releases a claim; stored says the key's message was stored at ref with
@@ -171,8 +175,11 @@ func (d *dedupe) finish(h uint64, c *claim, stored bool, ref uint64, ms int64) {
 	if stored {
 		d.addLocked(dentry{hash: h, ref: ref, ms: ms})
 	}
+	done := c.done
 	d.mu.Unlock()
-	close(c.done)
+	if done != nil {
+		close(done)
+	}
 }
 
 func (d *dedupe) addLocked(e dentry) {

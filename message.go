@@ -3,6 +3,7 @@ package sluice
 import (
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/sluicemq/sluice/internal/batch"
 	"github.com/sluicemq/sluice/internal/subscription"
@@ -134,16 +135,18 @@ func (m *Message) validate(field string, maxBytes int, now time.Time) error {
 
 // headers returns the headers to store: the message's own, plus DeliverAtHeader
 // when DeliverAt is set and IdempotencyKeyHeader when IdempotencyKey is.
-func (m *Message) headers() []Header {
+// The headers are built in scratch (reusing its memory) when they are not the
+// message's own; they may alias the message's strings, and are only to be encoded.
+func (m *Message) headers(scratch []Header) []Header {
 	if m.DeliverAt.IsZero() && m.IdempotencyKey == "" {
 		return m.Headers
 	}
-	h := m.Headers[:len(m.Headers):len(m.Headers)]
+	h := append(scratch[:0], m.Headers...)
 	if !m.DeliverAt.IsZero() {
 		h = append(h, Header{Key: DeliverAtHeader, Value: strconv.AppendInt(nil, m.DeliverAt.UnixMilli(), 10)})
 	}
 	if m.IdempotencyKey != "" {
-		h = append(h, Header{Key: IdempotencyKeyHeader, Value: []byte(m.IdempotencyKey)})
+		h = append(h, Header{Key: IdempotencyKeyHeader, Value: unsafe.Slice(unsafe.StringData(m.IdempotencyKey), len(m.IdempotencyKey))})
 	}
 	return h
 }

@@ -16,6 +16,7 @@ import (
 // encoder is reusable publish scratch space.
 type encoder struct {
 	recs []batch.Record
+	hdrs []Header
 	buf  []byte
 	bufs [][]byte // {buf}: Append's argument without an allocation per call
 }
@@ -62,8 +63,9 @@ func msgTime(m *Message, now time.Time) int64 {
 	return m.Time.UnixMilli()
 }
 
-func toRecord(m *Message, now time.Time) batch.Record {
-	return batch.Record{Timestamp: msgTime(m, now), Key: m.Key, Value: m.Body, Headers: m.headers()}
+// toRecord returns m as a record to encode; its headers may be built in scratch.
+func toRecord(m *Message, now time.Time, scratch []Header) batch.Record {
+	return batch.Record{Timestamp: msgTime(m, now), Key: m.Key, Value: m.Body, Headers: m.headers(scratch)}
 }
 
 // Publish stores msg and returns its partition and offset once it is durable under
@@ -111,10 +113,14 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 		return Position{}, err
 	}
 	e := encoderPool.Get().(*encoder)
-	e.recs = append(e.recs[:0], toRecord(msg, now))
+	e.recs = append(e.recs[:0], toRecord(msg, now, e.hdrs))
 	ts := e.recs[0].Timestamp
 	e.buf = batch.Append(e.buf[:0], e.recs)
+	if h := e.recs[0].Headers; len(h) > 0 && len(msg.Headers) < len(h) {
+		e.hdrs = h // the scratch grew
+	}
 	clear(e.recs)
+	clear(e.hdrs[:cap(e.hdrs)])
 	e.bufs = append(e.bufs[:0], e.buf)
 	size := int64(len(e.buf))
 	var own *claim
@@ -159,7 +165,7 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 // same key in flight is waited for. Lock held: s.mu (read).
 func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[*claim]bool) (pos Position, dup bool, own *claim, err error) {
 	for {
-		ref, found, wait, own := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
+		ref, _, wait, done, own := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
 		switch {
 		case own != nil:
 			return Position{}, false, own, nil
@@ -167,13 +173,12 @@ func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, n
 			return Position{}, false, nil, nil
 		case wait != nil:
 			select {
-			case <-wait.done:
+			case <-done:
 				continue
 			case <-ctx.Done():
 				return Position{}, false, nil, ctx.Err()
 			}
 		}
-		_ = found
 		p, off := splitRef(ref)
 		stored, ok, err := storedKey(s.parts[p], off)
 		if err != nil {
@@ -332,7 +337,7 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 	for p, idx := range byPart {
 		recs := make([]batch.Record, len(idx))
 		for j, i := range idx {
-			recs[j] = toRecord(&msgs[i], now)
+			recs[j] = toRecord(&msgs[i], now, nil)
 		}
 		encoded[p] = batch.Append(nil, recs)
 	}
