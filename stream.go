@@ -51,7 +51,7 @@ const (
 	DefaultDedupeWindow = 10 * time.Minute
 	MinDedupeWindow     = time.Second
 	MaxDedupeWindow     = 30 * 24 * time.Hour
-	// DefaultDedupeMaxKeys bounds the idempotency keys a stream holds (about 50
+	// DefaultDedupeMaxKeys bounds the idempotency keys a stream holds (about 60
 	// bytes of memory each); MaxDedupeMaxKeys bounds the bound.
 	DefaultDedupeMaxKeys = 1_000_000
 	MaxDedupeMaxKeys     = 100_000_000
