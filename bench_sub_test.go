@@ -86,7 +86,7 @@ func benchDrain(b *testing.B, mode SubscriptionMode, consumers, partitions int, 
 	}
 	defer br.Close()
 	ctx := context.Background()
-	br.CreateStream(ctx, StreamConfig{Name: "jobs", Partitions: partitions, Sync: SyncNever})
+	br.CreateStream(ctx, StreamConfig{Name: "jobs", Partitions: partitions, Sync: SyncNever, MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes})
 	fillStream(b, br, "jobs", b.N, 1024, keyOf)
 	if _, err := br.CreateSubscription(ctx, "jobs", SubscriptionConfig{Name: "w", Mode: mode}); err != nil {
 		b.Fatal(err)
@@ -107,7 +107,7 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	defer br.Close()
 	ctx := context.Background()
-	br.CreateStream(ctx, StreamConfig{Name: "ticks", Sync: SyncNever})
+	br.CreateStream(ctx, StreamConfig{Name: "ticks", Sync: SyncNever, MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes})
 	fillStream(b, br, "ticks", b.N, 100, nil)
 	for i := range 10 {
 		if _, err := br.CreateSubscription(ctx, "ticks", SubscriptionConfig{Name: fmt.Sprintf("s%d", i)}); err != nil {

@@ -34,7 +34,7 @@ func benchPublish(b *testing.B, size, pubs int) {
 	}
 	defer br.Close()
 	ctx := context.Background()
-	if _, err := br.CreateStream(ctx, StreamConfig{Name: "bench"}); err != nil {
+	if _, err := br.CreateStream(ctx, StreamConfig{Name: "bench", MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes}); err != nil {
 		b.Fatal(err)
 	}
 	body := make([]byte, size)
@@ -71,7 +71,7 @@ func BenchmarkRead(b *testing.B) {
 			}
 			defer br.Close()
 			ctx := context.Background()
-			if _, err := br.CreateStream(ctx, StreamConfig{Name: "bench", Sync: SyncNever}); err != nil {
+			if _, err := br.CreateStream(ctx, StreamConfig{Name: "bench", Sync: SyncNever, MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes}); err != nil {
 				b.Fatal(err)
 			}
 			const n = 200000

@@ -36,7 +36,7 @@ func TestLargeStreamOpenMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.CreateStream(ctx, StreamConfig{Name: "big", Sync: SyncNever}); err != nil {
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "big", Sync: SyncNever, MaxBytes: MaxMaxBytes}); err != nil {
 		t.Fatal(err)
 	}
 	msgs := make([]Message, 1000)
@@ -96,7 +96,7 @@ func TestLargeBacklogSubscriptionMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.CreateStream(ctx, StreamConfig{Name: "jobs", Partitions: 4, Sync: SyncNever}); err != nil {
+	if _, err := b.CreateStream(ctx, StreamConfig{Name: "jobs", Partitions: 4, Sync: SyncNever, MaxMessages: MaxMaxMessages, MaxBytes: MaxMaxBytes}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.CreateSubscription(ctx, "jobs", SubscriptionConfig{Name: "w"}); err != nil {
