@@ -106,6 +106,7 @@ type dedupe struct {
 	dups    int64
 	dirty   bool // changed since the last snapshot
 	saved   time.Time
+	covered []int64 // of the last snapshot
 }
 
 func newDedupe(window time.Duration, maxKeys int) *dedupe {
@@ -346,14 +347,16 @@ func decodeDedupe(b []byte) (covered []int64, entries []dentry, err error) {
 func (d *dedupe) snapshot(parts []logstore.Log, now time.Time, force bool) []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !force && (!d.dirty || now.Sub(d.saved) < dedupeSnapshotEvery) {
-		return nil
-	}
-	d.expireLocked(now)
 	covered := make([]int64, len(parts))
 	for i, l := range parts {
 		covered[i] = l.HighWatermark()
 	}
+	// A stream without keys is snapshotted too while it is written to, so that
+	// the read after a crash stays short.
+	if !force && (!d.dirty && slices.Equal(covered, d.covered) || now.Sub(d.saved) < dedupeSnapshotEvery) {
+		return nil
+	}
+	d.expireLocked(now)
 	// A key being published lands at or after its claim's floor and is not in
 	// the entries yet: the snapshot must not claim to cover it.
 	for _, c := range d.pending {
@@ -366,6 +369,7 @@ func (d *dedupe) snapshot(parts []logstore.Log, now time.Time, force bool) []byt
 		entries = append(entries, *d.q.at(seq))
 	}
 	d.dirty, d.saved = false, now
+	d.covered = slices.Clone(covered)
 	return encodeDedupe(covered, entries)
 }
 
