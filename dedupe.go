@@ -196,6 +196,18 @@ func (d *dedupe) addLocked(e dentry) {
 	}
 }
 
+// forget drops the key hash h from the index if it still points at ref: the
+// message there has another key (a hash collision, or an index that outlived a
+// log truncated by a power failure).
+func (d *dedupe) forget(h, ref uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if seq, ok := d.idx[h]; ok && d.q.at(seq).ref == ref {
+		delete(d.idx, h)
+		d.dirty = true
+	}
+}
+
 func (d *dedupe) duplicate() {
 	d.mu.Lock()
 	d.dups++
@@ -412,8 +424,25 @@ func (b *Broker) loadDedupe(s *stream) error {
 		}
 		from[i] = off
 	}
-	if data, err := b.fs.ReadFile(filepath.Join(s.dir, dedupeFile)); err == nil {
+	snapPath := filepath.Join(s.dir, dedupeFile)
+	if data, err := b.fs.ReadFile(snapPath); err == nil {
 		covered, snap, err := decodeDedupe(data)
+		ahead := false
+		for i := range covered {
+			ahead = ahead || i < len(s.parts) && covered[i] > s.parts[i].HighWatermark()
+		}
+		if ahead && err == nil {
+			// The log lost a tail the snapshot covers (a power failure under a lax
+			// sync policy). The offsets will be reused by new messages, which this
+			// snapshot would hide from the next rebuild: remove it before any are
+			// written, and use what of it still holds.
+			if rerr := b.fs.Remove(snapPath); rerr != nil {
+				return fmt.Errorf("dedupe index: %w", rerr)
+			}
+			if rerr := b.fs.SyncDir(s.dir); rerr != nil {
+				return fmt.Errorf("dedupe index: %w", rerr)
+			}
+		}
 		if err != nil {
 			b.opts.Logger.Warn("sluice: ignoring dedupe snapshot; rebuilding from the log", "stream", s.cfg.Name, "error", err)
 		} else {

@@ -160,8 +160,8 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 
 // claimKey looks an idempotency key up. dup: the key was accepted within the
 // window, at pos. own: the caller publishes the key and must finish the claim.
-// Neither: the key's hash collides with another key's (or with a claim in
-// owned), and the message is published without being indexed. A publish of the
+// Neither: the key's hash is claimed by another key in owned (the caller's own
+// batch), and the message is published without being indexed. A publish of the
 // same key in flight is waited for. Lock held: s.mu (read).
 func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[*claim]bool) (pos Position, dup bool, own *claim, err error) {
 	for {
@@ -185,7 +185,10 @@ func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, n
 			return Position{}, false, nil, fmt.Errorf("sluice: confirm idempotency key in %s/%d: %w", s.cfg.Name, p, err)
 		}
 		if ok && stored != key {
-			return Position{}, false, nil, nil // a hash collision
+			// Another key's message: a hash collision (the newer key takes the
+			// index entry), or an entry the log no longer backs.
+			s.dedupe.forget(h, ref)
+			continue
 		}
 		// The original, or one that retention removed within the window.
 		s.dedupe.duplicate()
