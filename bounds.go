@@ -104,9 +104,9 @@ func (s *stream) overLocked(g *gate, l logstore.Log, n, size int64) (string, int
 // and always succeeds. Internal publishes (dead letters, published while a
 // subscription's lock is held) do not read the subscriptions' floors. On success
 // the caller must call release with the same n and size. Lock held: s.mu (read).
-func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time) error {
+func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time, field string) error {
 	if n > s.cfg.MaxMessages || size > s.cfg.MaxBytes {
-		return invalid("msgs", "%d messages of %d bytes for partition %d never fit in its bounds MaxMessages=%d, MaxBytes=%d",
+		return invalid(field, "%d messages of %d bytes for partition %d never fit in its bounds MaxMessages=%d, MaxBytes=%d",
 			n, size, p, s.cfg.MaxMessages, s.cfg.MaxBytes)
 	}
 	g, l := s.gates[p], s.parts[p]
@@ -120,6 +120,12 @@ func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time) err
 			limit = ""
 		case s.cfg.Retention.Policy == RetainWork && !internal:
 			s.refreshLocked(g, p, l, now)
+			limit, bound = s.overLocked(g, l, n, size)
+		case s.cfg.Retention.MaxAge > 0 && now.Sub(g.reclaim) >= reclaimEvery:
+			// Room comes when the oldest messages age out: remove them now
+			// rather than at the next retention pass.
+			g.reclaim = now
+			s.expire(l, now)
 			limit, bound = s.overLocked(g, l, n, size)
 		}
 	}
@@ -150,9 +156,51 @@ func (s *stream) dropLocked(g *gate, l logstore.Log, n, size int64, now time.Tim
 	if _, err := l.ApplyRetention(r, now); err != nil {
 		s.logWarn("sluice: dropping oldest messages", err)
 	}
+	if limit, _ := s.overLocked(g, l, n, size); limit != "" && l.HighWatermark() > l.StartOffset() {
+		// Only the active segment is left, and it holds too much: seal it so that
+		// it can go too.
+		if err := rollLog(l); err != nil {
+			s.logWarn("sluice: dropping oldest messages", err)
+		} else if _, err := l.ApplyRetention(r, now); err != nil {
+			s.logWarn("sluice: dropping oldest messages", err)
+		}
+	}
 	if d := l.StartOffset() - start; d > 0 {
 		s.ctr.dropped.Add(d)
 	}
+}
+
+// rollTimeout bounds the wait for a partition's writer to seal its segment.
+const rollTimeout = 10 * time.Second
+
+func rollLog(l logstore.Log) error {
+	ctx, cancel := context.WithTimeout(context.Background(), rollTimeout)
+	defer cancel()
+	return l.Roll(ctx)
+}
+
+// expire removes the segments of l older than the stream's MaxAge, the active one
+// too once everything in it is older. It returns how many it removed.
+func (s *stream) expire(l logstore.Log, now time.Time) int {
+	r := s.cfg.Retention.internal()
+	n, err := l.ApplyRetention(r, now)
+	if err != nil {
+		s.logWarn("sluice: retention", err)
+		return n
+	}
+	st := l.Stats()
+	if st.Segments == 1 && st.HighWatermark > st.StartOffset && time.UnixMilli(st.OldestTimestamp).Before(now.Add(-r.MaxAge)) {
+		if err := rollLog(l); err != nil {
+			s.logWarn("sluice: retention", err)
+			return n
+		}
+		m, err := l.ApplyRetention(r, now)
+		if err != nil {
+			s.logWarn("sluice: retention", err)
+		}
+		n += m
+	}
+	return n
 }
 
 // refreshLocked reads the subscriptions' floors of partition p and removes the

@@ -138,7 +138,7 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 			s.dedupe.finish(h, own, stored, makeRef(part, off), ts)
 		}
 	}
-	if err := s.reserve(part, 1, size, !limits, now); err != nil {
+	if err := s.reserve(part, 1, size, !limits, now, "Message"); err != nil {
 		finish(false, 0)
 		encoderPool.Put(e)
 		return Position{}, s.full(err)
@@ -351,7 +351,7 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		}
 	}()
 	for p, idx := range byPart {
-		if err := s.reserve(p, int64(len(idx)), int64(len(encoded[p])), false, now); err != nil {
+		if err := s.reserve(p, int64(len(idx)), int64(len(encoded[p])), false, now, "msgs"); err != nil {
 			return nil, s.full(err)
 		}
 		reserved = append(reserved, p)

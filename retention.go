@@ -1,6 +1,10 @@
 package sluice
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluicemq/sluice/internal/logstore"
+)
 
 // retentionLoop enforces every stream's retention bounds every RetentionInterval.
 func (b *Broker) retentionLoop() {
@@ -32,14 +36,18 @@ func (b *Broker) applyRetention() {
 		s.mu.RLock()
 		if !s.gone && (s.cfg.Retention.MaxAge > 0 || done != nil) {
 			for i, p := range s.parts {
-				r := s.cfg.Retention.internal()
-				if done != nil && i < len(done) {
-					r.DoneBefore = done[i]
+				n := 0
+				if s.cfg.Retention.MaxAge > 0 {
+					n += s.expire(p, now)
 				}
-				n, err := p.ApplyRetention(r, now)
-				if err != nil {
-					b.opts.Logger.Warn("sluice: retention", "stream", s.cfg.Name, "partition", i, "error", err)
-				} else if n > 0 {
+				if done != nil && i < len(done) {
+					m, err := p.ApplyRetention(logstore.Retention{DoneBefore: done[i]}, now)
+					if err != nil {
+						b.opts.Logger.Warn("sluice: retention", "stream", s.cfg.Name, "partition", i, "error", err)
+					}
+					n += m
+				}
+				if n > 0 {
 					b.opts.Logger.Info("sluice: retention removed segments", "stream", s.cfg.Name, "partition", i, "segments", n)
 				}
 				removed += n

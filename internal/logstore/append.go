@@ -13,6 +13,7 @@ import (
 
 // appendReq is one Append call waiting for the writer.
 type appendReq struct {
+	roll    bool // a Roll, not an append
 	batches [][]byte
 	size    int64
 	base    int64      // set by the writer
@@ -89,6 +90,36 @@ func (p *Partition) Append(ctx context.Context, batches ...[]byte) (int64, error
 			return r.base, err
 		default:
 			return 0, ErrClosed
+		}
+	}
+}
+
+// Roll seals the active segment, if it holds anything, and starts a new one, once
+// the appends queued before it are written: so that retention, which never removes
+// the active segment, can remove what it held.
+func (p *Partition) Roll(ctx context.Context) error {
+	if err := p.writable(); err != nil {
+		return err
+	}
+	r := &appendReq{roll: true, done: make(chan error, 1)}
+	select {
+	case p.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.closing:
+		return ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.stopped:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return ErrClosed
 		}
 	}
 }
@@ -175,6 +206,21 @@ func (p *Partition) writeGroup(group []*appendReq) {
 	buf := p.wbuf[:0]
 	start := 0 // first request not yet handed on
 	for i, r := range group {
+		if r.roll {
+			if err := p.flush(seg, buf, group[start:i]); err != nil {
+				p.failAll(group[i:], err)
+				return
+			}
+			if seg.size > 0 {
+				if err := p.roll(); err != nil {
+					p.failAll(group[i:], p.fail(err))
+					return
+				}
+			}
+			r.done <- nil
+			seg, buf, start = p.active, buf[:0], i+1
+			continue
+		}
 		pos := seg.size + int64(len(buf))
 		if pos > 0 && pos+r.size > p.cfg.SegmentBytes {
 			if err := p.flush(seg, buf, group[start:i]); err != nil {

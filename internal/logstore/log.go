@@ -22,6 +22,8 @@ type Log interface {
 	StartOffset() int64
 	OffsetForTime(t time.Time) (int64, error)
 	ApplyRetention(r Retention, now time.Time) (int, error)
+	// Roll seals the active segment so that retention can remove it.
+	Roll(ctx context.Context) error
 	// Bytes is what the partition's segments hold, read without a lock.
 	Bytes() int64
 	Stats() Stats
