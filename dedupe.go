@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -40,16 +42,23 @@ const dedupeSnapshotEvery = 30 * time.Second
 // dentry is one accepted idempotency key.
 type dentry struct {
 	hash uint64
-	ref  uint64 // partition << refOffsetBits | offset
-	ms   int64  // the message's time, unix ms
+	ref  uint64 // partition << refOffsetBits | offset; or a claim: refClaimed | partition << refOffsetBits | floor
+	ms   int64  // the message's time, unix ms (a claim's: when claimed)
 }
 
-const refOffsetBits = 54
+// refOffsetBits leaves 10 bits of partition (MaxPartitions = 1024) and the top bit,
+// which marks a claim: a key being published, whose offset is not known yet.
+const (
+	refOffsetBits = 53
+	refClaimed    = 1 << 63
+)
 
 func makeRef(part int, off int64) uint64 { return uint64(part)<<refOffsetBits | uint64(off) }
 func splitRef(r uint64) (int, int64) {
 	return int(r >> refOffsetBits), int64(r & (1<<refOffsetBits - 1))
 }
+
+func claimed(r uint64) bool { return r&refClaimed != 0 }
 
 // fifo is a queue of entries in chunks, addressed by sequence number.
 type fifo struct {
@@ -87,112 +96,169 @@ func (f *fifo) pop() dentry {
 	return e
 }
 
-// claim is a key being published: others with the same key wait for it.
+// claim is a key a publisher is publishing: its entry in a shard's FIFO, which
+// holds the partition and that partition's high watermark when claimed (the key
+// lands at or after it) until the publisher finishes it.
 type claim struct {
-	part  int
-	floor int64         // the partition's high watermark when claimed: the key lands at or after it
-	done  chan struct{} // made by the first waiter (most claims have none), closed by finish
+	seq uint64
 }
 
-// dedupe is a stream's index of the idempotency keys it accepted within its window.
+// dedupe is a stream's index of the idempotency keys it accepted within its
+// window. It is split in shards by key hash, each with its own lock, so that
+// concurrent publishers rarely wait for each other; a small index (below
+// dedupeShardFrom keys) has one shard, which keeps its bound exact.
 type dedupe struct {
-	mu      sync.Mutex
-	window  time.Duration
-	maxKeys int
-	idx     map[uint64]uint64 // key hash → seq of its entry
-	q       fifo
-	pending map[uint64]*claim
-	evicted int64
-	dups    int64
-	dirty   bool // changed since the last snapshot
+	shards []*dshard
+	dups   atomic.Int64
+
+	saveMu  sync.Mutex
 	saved   time.Time
 	covered []int64 // of the last snapshot
 }
 
+const (
+	dedupeShards    = 16
+	dedupeShardFrom = 1 << 16
+)
+
+// dshard is one shard of a dedupe index: the keys whose hash falls in it.
+type dshard struct {
+	mu      sync.Mutex
+	window  time.Duration
+	maxKeys int
+	tab     htab // key hash → seq of its entry (or claim)
+	q       fifo
+	waits   map[uint64]chan struct{} // claims (by seq) that a publisher waits for
+	evicted int64
+	dirty   bool // changed since the last snapshot
+}
+
 func newDedupe(window time.Duration, maxKeys int) *dedupe {
-	return &dedupe{window: window, maxKeys: maxKeys, idx: map[uint64]uint64{}, pending: map[uint64]*claim{}}
+	n := 1
+	if maxKeys >= dedupeShardFrom {
+		n = dedupeShards
+	}
+	d := &dedupe{shards: make([]*dshard, n)}
+	for i := range d.shards {
+		d.shards[i] = &dshard{waits: map[uint64]chan struct{}{}}
+	}
+	d.configure(window, maxKeys)
+	return d
 }
 
 func keyHash(key string) uint64 { return xxhash.Sum64String(key) }
 
-// configure applies an updated window and bound.
+// shard picks by the hash's low bits; the shard's table indexes by its top bits.
+func (d *dedupe) shard(h uint64) *dshard { return d.shards[h%uint64(len(d.shards))] }
+
+func (d *dshard) hashAt(seq uint64) uint64 { return d.q.at(seq).hash }
+
+func (d *dshard) get(h uint64) (uint64, bool) { return d.tab.get(h, d.q.head, d.hashAt) }
+
+// configure applies an updated window and bound (shared evenly by the shards).
 func (d *dedupe) configure(window time.Duration, maxKeys int) {
-	d.mu.Lock()
-	d.window, d.maxKeys = window, maxKeys
-	d.mu.Unlock()
+	per := (maxKeys + len(d.shards) - 1) / len(d.shards)
+	for _, sh := range d.shards {
+		sh.mu.Lock()
+		sh.window, sh.maxKeys = window, per
+		sh.mu.Unlock()
+	}
 }
 
 // expireLocked forgets the keys whose window passed, and the oldest keys beyond
-// maxKeys.
-func (d *dedupe) expireLocked(now time.Time) {
+// maxKeys. A claim at the head stops it: claims last as long as a publish.
+func (d *dshard) expireLocked(now time.Time) {
 	cut := now.Add(-d.window).UnixMilli()
 	for d.q.len() > 0 {
 		e := d.q.at(d.q.head)
 		over := d.q.len() > d.maxKeys
-		if !over && e.ms >= cut {
+		if claimed(e.ref) || !over && e.ms >= cut {
 			return
 		}
-		if over && e.ms >= cut {
+		if d.tab.del(e.hash, d.q.head, d.q.head) && e.ms >= cut {
 			d.evicted++
 		}
-		seq := d.q.head
 		d.q.pop()
-		if d.idx[e.hash] == seq {
-			delete(d.idx, e.hash)
-		}
 		d.dirty = true
 	}
 }
 
 // lookup returns, for a key hash: the position of the key's message if the key
-// was accepted within the window; or a claim being published, with the channel
-// closed when it finishes; or, if neither, a new claim that the caller owns and
-// must finish.
-func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uint64, found bool, wait *claim, done <-chan struct{}, own *claim) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.expireLocked(now)
-	if seq, ok := d.idx[h]; ok {
-		return d.q.at(seq).ref, true, nil, nil, nil
-	}
-	if c := d.pending[h]; c != nil {
-		if c.done == nil {
-			c.done = make(chan struct{})
+// was accepted within the window; or, if the key is being published, a channel
+// closed when that publish finishes; or, if neither, a new claim that the caller
+// owns and must finish.
+func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uint64, found bool, done <-chan struct{}, own claim, owned bool) {
+	sh := d.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.expireLocked(now)
+	if seq, ok := sh.get(h); ok {
+		e := sh.q.at(seq)
+		switch {
+		case claimed(e.ref):
+			ch := sh.waits[seq]
+			if ch == nil {
+				ch = make(chan struct{})
+				sh.waits[seq] = ch
+			}
+			return 0, false, ch, claim{}, false
+		case e.ms >= now.Add(-sh.window).UnixMilli():
+			return e.ref, true, nil, claim{}, false
 		}
-		return 0, false, c, c.done, nil
+		// An entry behind a later one in the FIFO may outlive its window there.
 	}
-	c := &claim{part: part, floor: floor}
-	d.pending[h] = c
-	return 0, false, nil, nil, c
+	seq := sh.q.push(dentry{hash: h, ref: refClaimed | makeRef(part, floor), ms: now.UnixMilli()})
+	sh.tab.put(h, seq, sh.q.head, sh.hashAt)
+	return 0, false, nil, claim{seq: seq}, true
 }
 
 // finish releases a claim; stored says the key's message was stored at ref with
 // time ms.
-func (d *dedupe) finish(h uint64, c *claim, stored bool, ref uint64, ms int64) {
-	d.mu.Lock()
-	if d.pending[h] == c {
-		delete(d.pending, h)
-	}
+func (d *dedupe) finish(h uint64, c claim, stored bool, ref uint64, ms int64) {
+	sh := d.shard(h)
+	sh.mu.Lock()
+	e := sh.q.at(c.seq)
 	if stored {
-		d.addLocked(dentry{hash: h, ref: ref, ms: ms})
+		e.ref, e.ms = ref, ms
+		sh.dirty = true
+	} else {
+		e.ref, e.ms = 0, math.MinInt64 // expired: forgotten when it reaches the head
+		sh.tab.del(h, c.seq, sh.q.head)
 	}
-	done := c.done
-	d.mu.Unlock()
-	if done != nil {
-		close(done)
+	var ch chan struct{}
+	if len(sh.waits) > 0 {
+		if ch = sh.waits[c.seq]; ch != nil {
+			delete(sh.waits, c.seq)
+		}
+	}
+	sh.evictLocked()
+	sh.mu.Unlock()
+	if ch != nil {
+		close(ch)
 	}
 }
 
-func (d *dedupe) addLocked(e dentry) {
-	d.idx[e.hash] = d.q.push(e)
-	d.dirty = true
+// add indexes an entry (a rebuild's).
+func (d *dedupe) add(e dentry) {
+	sh := d.shard(e.hash)
+	sh.mu.Lock()
+	sh.tab.put(e.hash, sh.q.push(e), sh.q.head, sh.hashAt)
+	sh.dirty = true
+	sh.evictLocked()
+	sh.mu.Unlock()
+}
+
+// evictLocked forgets the oldest keys beyond maxKeys (up to a claim).
+func (d *dshard) evictLocked() {
 	for d.q.len() > d.maxKeys {
-		old := d.q.pop()
-		seq := d.q.head - 1
-		if d.idx[old.hash] == seq {
-			delete(d.idx, old.hash)
+		e := d.q.at(d.q.head)
+		if claimed(e.ref) {
+			return
 		}
-		d.evicted++
+		if d.tab.del(e.hash, d.q.head, d.q.head) {
+			d.evicted++
+		}
+		d.q.pop()
 	}
 }
 
@@ -200,25 +266,35 @@ func (d *dedupe) addLocked(e dentry) {
 // message there has another key (a hash collision, or an index that outlived a
 // log truncated by a power failure).
 func (d *dedupe) forget(h, ref uint64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if seq, ok := d.idx[h]; ok && d.q.at(seq).ref == ref {
-		delete(d.idx, h)
-		d.dirty = true
+	sh := d.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if seq, ok := sh.get(h); ok && sh.q.at(seq).ref == ref {
+		sh.tab.del(h, seq, sh.q.head)
+		sh.dirty = true
 	}
 }
 
-func (d *dedupe) duplicate() {
-	d.mu.Lock()
-	d.dups++
-	d.mu.Unlock()
-}
+func (d *dedupe) duplicate() { d.dups.Add(1) }
 
 // counters fills the dedupe part of c.
 func (d *dedupe) counters(c *StreamCounters) {
-	d.mu.Lock()
-	c.Duplicates, c.DedupeKeys, c.DedupeEvicted = d.dups, d.q.len(), d.evicted
-	d.mu.Unlock()
+	c.Duplicates = d.dups.Load()
+	for _, sh := range d.shards {
+		sh.mu.Lock()
+		c.DedupeKeys += sh.tab.n
+		c.DedupeEvicted += sh.evicted
+		sh.mu.Unlock()
+	}
+}
+
+// resetCounters zeroes the eviction counts (after a rebuild).
+func (d *dedupe) resetCounters() {
+	for _, sh := range d.shards {
+		sh.mu.Lock()
+		sh.evicted = 0
+		sh.mu.Unlock()
+	}
 }
 
 // storedKey returns the idempotency key of the message at off in log, and
@@ -357,31 +433,50 @@ func decodeDedupe(b []byte) (covered []int64, entries []dentry, err error) {
 // snapshot returns the index as a snapshot of parts, or nil if nothing changed
 // since the last one (unless force).
 func (d *dedupe) snapshot(parts []logstore.Log, now time.Time, force bool) []byte {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.saveMu.Lock()
+	defer d.saveMu.Unlock()
+	// The high watermarks first: a key indexed after this is either in the
+	// entries read below or still claimed then.
 	covered := make([]int64, len(parts))
 	for i, l := range parts {
 		covered[i] = l.HighWatermark()
 	}
+	dirty := false
+	for _, sh := range d.shards {
+		sh.mu.Lock()
+		dirty = dirty || sh.dirty
+		sh.mu.Unlock()
+	}
 	// A stream without keys is snapshotted too while it is written to, so that
 	// the read after a crash stays short.
-	if !force && (!d.dirty && slices.Equal(covered, d.covered) || now.Sub(d.saved) < dedupeSnapshotEvery) {
+	if !force && (!dirty && slices.Equal(covered, d.covered) || now.Sub(d.saved) < dedupeSnapshotEvery) {
 		return nil
 	}
-	d.expireLocked(now)
-	// A key being published lands at or after its claim's floor and is not in
-	// the entries yet: the snapshot must not claim to cover it.
-	for _, c := range d.pending {
-		if c.part < len(covered) {
-			covered[c.part] = min(covered[c.part], c.floor)
-		}
-	}
-	entries := make([]dentry, 0, d.q.len())
-	for seq := d.q.head; seq < d.q.next; seq++ {
-		entries = append(entries, *d.q.at(seq))
-	}
-	d.dirty, d.saved = false, now
 	d.covered = slices.Clone(covered)
+	var entries []dentry
+	for _, sh := range d.shards {
+		sh.mu.Lock()
+		sh.expireLocked(now)
+		// A key being published lands at or after its claim's floor and is not
+		// in the entries yet: the snapshot must not claim to cover it.
+		for seq := sh.q.head; seq < sh.q.next; seq++ {
+			e := sh.q.at(seq)
+			switch {
+			case claimed(e.ref):
+				if p, floor := splitRef(e.ref &^ refClaimed); p < len(covered) {
+					covered[p] = min(covered[p], floor)
+				}
+			default:
+				if cur, ok := sh.get(e.hash); ok && cur == seq {
+					entries = append(entries, *e)
+				}
+			}
+		}
+		sh.dirty = false
+		sh.mu.Unlock()
+	}
+	slices.SortStableFunc(entries, func(a, b dentry) int { return cmp.Compare(a.ms, b.ms) })
+	d.saved = now
 	return encodeDedupe(covered, entries)
 }
 
@@ -491,8 +586,8 @@ func (b *Broker) loadDedupe(s *stream) error {
 	}
 	slices.SortStableFunc(entries, func(a, b dentry) int { return cmp.Compare(a.ms, b.ms) })
 	for _, e := range entries {
-		d.addLocked(e)
+		d.add(e)
 	}
-	d.evicted, d.dirty = 0, true
+	d.resetCounters()
 	return nil
 }

@@ -123,18 +123,19 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 	clear(e.hdrs[:cap(e.hdrs)])
 	e.bufs = append(e.bufs[:0], e.buf)
 	size := int64(len(e.buf))
-	var own *claim
+	var own claim
+	var owns bool
 	var h uint64
 	if msg.IdempotencyKey != "" {
 		h = keyHash(msg.IdempotencyKey)
 		var dup bool
-		if pos, dup, own, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil); err != nil || dup {
+		if pos, dup, own, owns, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil); err != nil || dup {
 			encoderPool.Put(e)
 			return pos, err
 		}
 	}
 	finish := func(stored bool, off int64) {
-		if own != nil {
+		if owns {
 			s.dedupe.finish(h, own, stored, makeRef(part, off), ts)
 		}
 	}
@@ -163,26 +164,27 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 // Neither: the key's hash is claimed by another key in owned (the caller's own
 // batch), and the message is published without being indexed. A publish of the
 // same key in flight is waited for. Lock held: s.mu (read).
-func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[*claim]bool) (pos Position, dup bool, own *claim, err error) {
+func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[uint64]bool) (pos Position, dup bool, own claim, owns bool, err error) {
 	for {
-		ref, _, wait, done, own := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
+		if owned[h] {
+			return Position{}, false, claim{}, false, nil
+		}
+		ref, _, done, own, owns := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
 		switch {
-		case own != nil:
-			return Position{}, false, own, nil
-		case wait != nil && owned[wait]:
-			return Position{}, false, nil, nil
-		case wait != nil:
+		case owns:
+			return Position{}, false, own, true, nil
+		case done != nil:
 			select {
 			case <-done:
 				continue
 			case <-ctx.Done():
-				return Position{}, false, nil, ctx.Err()
+				return Position{}, false, claim{}, false, ctx.Err()
 			}
 		}
 		p, off := splitRef(ref)
 		stored, ok, err := storedKey(s.parts[p], off)
 		if err != nil {
-			return Position{}, false, nil, fmt.Errorf("sluice: confirm idempotency key in %s/%d: %w", s.cfg.Name, p, err)
+			return Position{}, false, claim{}, false, fmt.Errorf("sluice: confirm idempotency key in %s/%d: %w", s.cfg.Name, p, err)
 		}
 		if ok && stored != key {
 			// Another key's message: a hash collision (the newer key takes the
@@ -192,7 +194,7 @@ func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, n
 		}
 		// The original, or one that retention removed within the window.
 		s.dedupe.duplicate()
-		return Position{Partition: p, Offset: off, Duplicate: true}, true, nil, nil
+		return Position{Partition: p, Offset: off, Duplicate: true}, true, claim{}, false, nil
 	}
 }
 
@@ -285,7 +287,7 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 
 // batchClaim is an idempotency key a batch owns.
 type batchClaim struct {
-	c  *claim
+	c  claim
 	h  uint64
 	ts int64
 	i  int // the message
@@ -414,17 +416,17 @@ func (s *stream) claimBatch(ctx context.Context, msgs []Message, parts []int, po
 		hashes[i] = keyHash(msgs[i].IdempotencyKey)
 	}
 	slices.SortFunc(keyed, func(a, b int) int { return cmp.Compare(hashes[a], hashes[b]) })
-	owned := map[*claim]bool{}
+	owned := map[uint64]bool{} // key hashes
 	for _, i := range keyed {
-		p, dup, own, err := s.claimKey(ctx, msgs[i].IdempotencyKey, hashes[i], parts[i], now, owned)
+		p, dup, own, owns, err := s.claimKey(ctx, msgs[i].IdempotencyKey, hashes[i], parts[i], now, owned)
 		if err != nil {
 			return skip, alias, claims, err
 		}
 		switch {
 		case dup:
 			pos[i], skip[i] = p, true
-		case own != nil:
-			owned[own] = true
+		case owns:
+			owned[hashes[i]] = true
 			claims = append(claims, batchClaim{c: own, h: hashes[i], ts: msgTime(&msgs[i], now), i: i})
 		}
 	}
