@@ -28,7 +28,7 @@ import (
 // and only the messages after it are read.
 //
 // In memory a key costs one entry in a FIFO (hash, position, time: 24 bytes) and
-// one map slot (hash → entry number: 16 bytes, over the map's load factor). Keys
+// a slot of a hash table (8 bytes, over its load factor; htab). Keys
 // are compared by their 64-bit xxhash; a hit is confirmed against the stored
 // message's header, so that two keys with the same hash are never taken for one.
 const dedupeFile = "dedupe.snap"

@@ -51,7 +51,7 @@ const (
 	DefaultDedupeWindow = 10 * time.Minute
 	MinDedupeWindow     = time.Second
 	MaxDedupeWindow     = 30 * 24 * time.Hour
-	// DefaultDedupeMaxKeys bounds the idempotency keys a stream holds (about 60
+	// DefaultDedupeMaxKeys bounds the idempotency keys a stream holds (about 42
 	// bytes of memory each); MaxDedupeMaxKeys bounds the bound.
 	DefaultDedupeMaxKeys = 1_000_000
 	MaxDedupeMaxKeys     = 100_000_000
@@ -108,8 +108,10 @@ type StreamConfig struct {
 	// Default 10 min; limits [1 s, 30 days]. Updatable.
 	DedupeWindow time.Duration `json:"dedupe_window"`
 	// DedupeMaxKeys bounds the idempotency keys the stream holds in memory (about
-	// 50 bytes each). When it is full the oldest key is forgotten before its
-	// window passed, and StreamInfo.Counters.DedupeEvicted counts it. Default
+	// 42 bytes each). When it is full the oldest key is forgotten before its
+	// window passed, and StreamInfo.Counters.DedupeEvicted counts it. From 65,536
+	// keys the index is split in 16 shards, each with a sixteenth of the bound, so
+	// "oldest" is then per shard. Default
 	// 1 million; limits [1, MaxDedupeMaxKeys]. Updatable.
 	DedupeMaxKeys int `json:"dedupe_max_keys"`
 	// MaxMessageBytes bounds key + body + headers of one message. Default 1 MiB;
