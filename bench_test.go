@@ -200,7 +200,7 @@ func BenchmarkDedupeIndexBytes(b *testing.B) {
 		d := newDedupe(time.Hour, keys)
 		for i := range keys {
 			h := keyHash("order-" + strconv.Itoa(i))
-			_, _, _, c, _ := d.lookup(h, i%8, 0, time.UnixMilli(1_700_000_000_000))
+			_, _, _, c, _ := d.lookup(h, i%8, 0, time.UnixMilli(1_700_000_000_000), true)
 			d.finish(h, c, true, makeRef(i%8, int64(i/8)), 1_700_000_000_000)
 		}
 		runtime.GC()

@@ -119,7 +119,12 @@ func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time, fie
 			s.dropLocked(g, l, n, size, now)
 			limit = ""
 		case s.cfg.Retention.Policy == RetainWork && !internal:
-			s.refreshLocked(g, p, l, now)
+			// The floors are read without g.mu: a subscription holds its own
+			// lock while it publishes a dead letter, which takes a gate.
+			g.mu.Unlock()
+			floor, ok := s.workFloor(p)
+			g.mu.Lock()
+			s.refreshLocked(g, l, floor, ok, now)
 			limit, bound = s.overLocked(g, l, n, size)
 		case s.cfg.Retention.MaxAge > 0 && now.Sub(g.reclaim) >= reclaimEvery:
 			// Room comes when the oldest messages age out: remove them now
@@ -203,11 +208,10 @@ func (s *stream) expire(l logstore.Log, now time.Time) int {
 	return n
 }
 
-// refreshLocked reads the subscriptions' floors of partition p and removes the
-// segments every subscription settled. Lock held: g.mu
-// and s.mu (read); it takes s.subMu and the subscriptions' locks.
-func (s *stream) refreshLocked(g *gate, p int, l logstore.Log, now time.Time) {
-	floor, ok := s.workFloor(p)
+// refreshLocked records the subscriptions' lowest floor of a partition (ok false
+// without subscriptions) and removes the segments every subscription settled.
+// Lock held: g.mu and s.mu (read).
+func (s *stream) refreshLocked(g *gate, l logstore.Log, floor int64, ok bool, now time.Time) {
 	if !ok {
 		g.floor.Store(0)
 		return

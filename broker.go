@@ -289,8 +289,10 @@ func (b *Broker) CreateStream(ctx context.Context, cfg StreamConfig) (StreamInfo
 }
 
 // UpdateStream changes the updatable fields of a stream's config: Partitions (only
-// up), Retention and MaxMessageBytes. Zero fields keep their current values; any
-// other change is an error naming the field.
+// up), Retention, MaxMessageBytes, the bounds (MaxMessages, MaxBytes, Overflow,
+// BlockTimeout) and the dedupe settings (DedupeWindow, DedupeMaxKeys). Zero fields
+// keep their current values; any other change is an error naming the field. Lower
+// bounds refuse new publishes until there is room; they remove nothing stored.
 func (b *Broker) UpdateStream(ctx context.Context, cfg StreamConfig) (StreamInfo, error) {
 	s, err := b.lookup(cfg.Name)
 	if err != nil {

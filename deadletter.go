@@ -160,6 +160,9 @@ func parseDeadLetter(rec Record, stream, sub string) (DeadLetter, bool) {
 		return dl, false
 	}
 	msg.Stream, msg.Partition, msg.Offset = stream, p, off
+	if ms, err := strconv.ParseInt(h[HeaderDLQTime], 10, 64); err == nil {
+		msg.Time = time.UnixMilli(ms) // the original's; the record's is the dead-lettering's
+	}
 	dl.Source, dl.Deliveries, dl.Reason, dl.Message = Position{Partition: p, Offset: off}, n, h[HeaderDLQReason], msg
 	for _, a := range attempts {
 		dl.Attempts = append(dl.Attempts, DeadLetterAttempt{At: time.UnixMilli(a.At), Consumer: a.Consumer, Error: a.Error})

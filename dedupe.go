@@ -33,7 +33,7 @@ import (
 // message's header, so that two keys with the same hash are never taken for one.
 const dedupeFile = "dedupe.snap"
 
-// dedupeChunk is the number of entries per FIFO chunk (24 KiB... 192 KiB).
+// dedupeChunk is the number of entries per FIFO chunk (192 KiB).
 const dedupeChunk = 8192
 
 // dedupeSnapshotEvery is how often, at most, a changed index is snapshotted.
@@ -155,10 +155,15 @@ func (d *dshard) hashAt(seq uint64) uint64 { return d.q.at(seq).hash }
 
 func (d *dshard) get(h uint64) (uint64, bool) { return d.tab.get(h, d.q.head, d.hashAt) }
 
-// configure applies an updated window and bound (shared evenly by the shards).
+// configure applies an updated window and bound, split exactly among the shards
+// (their number is chosen when the stream opens).
 func (d *dedupe) configure(window time.Duration, maxKeys int) {
-	per := (maxKeys + len(d.shards) - 1) / len(d.shards)
-	for _, sh := range d.shards {
+	n := len(d.shards)
+	for i, sh := range d.shards {
+		per := maxKeys / n
+		if i < maxKeys%n {
+			per++
+		}
 		sh.mu.Lock()
 		sh.window, sh.maxKeys = window, per
 		sh.mu.Unlock()
@@ -166,12 +171,13 @@ func (d *dedupe) configure(window time.Duration, maxKeys int) {
 }
 
 // expireLocked forgets the keys whose window passed, and the oldest keys beyond
-// maxKeys. A claim at the head stops it: claims last as long as a publish.
+// maxKeys (counted in the table: the FIFO also holds entries no longer indexed). A
+// claim at the head stops it: claims last as long as a publish.
 func (d *dshard) expireLocked(now time.Time) {
 	cut := now.Add(-d.window).UnixMilli()
 	for d.q.len() > 0 {
 		e := d.q.at(d.q.head)
-		over := d.q.len() > d.maxKeys
+		over := d.tab.n > d.maxKeys
 		if claimed(e.ref) || !over && e.ms >= cut {
 			return
 		}
@@ -185,9 +191,9 @@ func (d *dshard) expireLocked(now time.Time) {
 
 // lookup returns, for a key hash: the position of the key's message if the key
 // was accepted within the window; or, if the key is being published, a channel
-// closed when that publish finishes; or, if neither, a new claim that the caller
-// owns and must finish.
-func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uint64, found bool, done <-chan struct{}, own claim, owned bool) {
+// closed when that publish finishes; or, if neither and take is set, a new claim
+// that the caller owns and must finish.
+func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time, take bool) (ref uint64, found bool, done <-chan struct{}, own claim, owned bool) {
 	sh := d.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -206,6 +212,9 @@ func (d *dedupe) lookup(h uint64, part int, floor int64, now time.Time) (ref uin
 			return e.ref, true, nil, claim{}, false
 		}
 		// An entry behind a later one in the FIFO may outlive its window there.
+	}
+	if !take {
+		return 0, false, nil, claim{}, false
 	}
 	seq := sh.q.push(dentry{hash: h, ref: refClaimed | makeRef(part, floor), ms: now.UnixMilli()})
 	sh.tab.put(h, seq, sh.q.head, sh.hashAt)
@@ -250,7 +259,7 @@ func (d *dedupe) add(e dentry) {
 
 // evictLocked forgets the oldest keys beyond maxKeys (up to a claim).
 func (d *dshard) evictLocked() {
-	for d.q.len() > d.maxKeys {
+	for d.tab.n > d.maxKeys && d.q.len() > 0 {
 		e := d.q.at(d.q.head)
 		if claimed(e.ref) {
 			return
@@ -508,7 +517,8 @@ func (b *Broker) loadDedupe(s *stream) error {
 	s.dedupe = d
 	cut := now.Add(-s.cfg.DedupeWindow).UnixMilli()
 	var entries []dentry
-	inSnap := map[uint64]bool{} // snapshot entries the scan reads again
+	type refKey struct{ ref, hash uint64 }
+	inSnap := map[refKey]bool{} // snapshot entries the scan reads again
 	from := make([]int64, len(s.parts))
 	for i, l := range s.parts {
 		// A message's time is within DedupeWindow of its publish, so one whose
@@ -522,9 +532,18 @@ func (b *Broker) loadDedupe(s *stream) error {
 	snapPath := filepath.Join(s.dir, dedupeFile)
 	if data, err := b.fs.ReadFile(snapPath); err == nil {
 		covered, snap, err := decodeDedupe(data)
+		if err == nil && len(covered) > len(s.parts) {
+			err = fmt.Errorf("%w: %d partitions, the stream has %d", errDedupeSnapshot, len(covered), len(s.parts))
+		}
 		ahead := false
-		for i := range covered {
-			ahead = ahead || i < len(s.parts) && covered[i] > s.parts[i].HighWatermark()
+		if err == nil {
+			for i := range covered {
+				ahead = ahead || covered[i] > s.parts[i].HighWatermark()
+			}
+			for _, e := range snap {
+				p, off := splitRef(e.ref)
+				ahead = ahead || off >= s.parts[p].HighWatermark()
+			}
 		}
 		if ahead && err == nil {
 			// The log lost a tail the snapshot covers (a power failure under a lax
@@ -553,7 +572,7 @@ func (b *Broker) loadDedupe(s *stream) error {
 				if e.ms >= cut && off < s.parts[p].HighWatermark() {
 					entries = append(entries, e)
 					if off >= from[p] {
-						inSnap[e.ref] = true
+						inSnap[refKey{e.ref, e.hash}] = true
 					}
 				}
 			}
@@ -570,8 +589,11 @@ func (b *Broker) loadDedupe(s *stream) error {
 				if r.Offset < off {
 					return true
 				}
-				if k, ok := idempotencyKey(r); ok && r.Timestamp >= cut && !inSnap[makeRef(i, r.Offset)] {
-					entries = append(entries, dentry{hash: keyHash(k), ref: makeRef(i, r.Offset), ms: r.Timestamp})
+				if k, ok := idempotencyKey(r); ok && r.Timestamp >= cut {
+					e := dentry{hash: keyHash(k), ref: makeRef(i, r.Offset), ms: r.Timestamp}
+					if !inSnap[refKey{e.ref, e.hash}] {
+						entries = append(entries, e)
+					}
 				}
 				return true
 			})

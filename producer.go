@@ -161,24 +161,22 @@ func (p *Producer) Publish(ctx context.Context, msg Message) (Position, error) {
 			return pos, err
 		}
 		var full *StreamFullError
-		var pause time.Duration
+		// Jitter: a random pause in [wait/2, wait]; at least a refusal's hint.
+		pause := wait/2 + rand.N(wait/2+1)
 		switch {
 		case errors.As(err, &full):
-			pause = max(wait, min(full.RetryAfter, p.cfg.RetryMax))
+			pause = max(pause, min(full.RetryAfter, p.cfg.RetryMax))
 		case errors.Is(err, ErrUnavailable):
 			p.ambiguous.Add(1)
 			if msg.IdempotencyKey == "" {
 				return pos, fmt.Errorf("%w (not retried: the message has no IdempotencyKey, and a retry could store it twice)", err)
 			}
-			pause = wait
 		default:
 			return pos, err
 		}
 		if attempt >= p.cfg.MaxAttempts {
 			return pos, fmt.Errorf("sluice: publish to %s: %d attempts: %w", p.stream, attempt, err)
 		}
-		// Jitter: a random pause in [pause/2, pause].
-		pause = pause/2 + rand.N(pause/2+1)
 		t := time.NewTimer(pause)
 		select {
 		case <-t.C:

@@ -123,30 +123,42 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 	clear(e.hdrs[:cap(e.hdrs)])
 	e.bufs = append(e.bufs[:0], e.buf)
 	size := int64(len(e.buf))
-	var own claim
-	var owns bool
 	var h uint64
-	if msg.IdempotencyKey != "" {
+	keyed := msg.IdempotencyKey != ""
+	if keyed {
+		// A repeat is answered before room is looked for: a full stream still
+		// answers duplicates.
 		h = keyHash(msg.IdempotencyKey)
-		var dup bool
-		if pos, dup, own, owns, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil); err != nil || dup {
+		if pos, dup, _, _, err := s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil, false); err != nil || dup {
 			encoderPool.Put(e)
 			return pos, err
 		}
 	}
-	finish := func(stored bool, off int64) {
-		if owns {
-			s.dedupe.finish(h, own, stored, makeRef(part, off), ts)
-		}
-	}
 	if err := s.reserve(part, 1, size, !limits, now, "Message"); err != nil {
-		finish(false, 0)
 		encoderPool.Put(e)
 		return Position{}, s.full(err)
 	}
-	off, err := s.parts[part].Append(ctx, e.bufs...)
+	var own claim
+	var owns bool
+	actx := ctx
+	if keyed {
+		// Claimed once there is room, so that a refused publish leaves nothing in
+		// the index.
+		var dup bool
+		if pos, dup, own, owns, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil, true); err != nil || dup {
+			s.release(part, 1, size)
+			encoderPool.Put(e)
+			return pos, err
+		}
+		// The claim is finished with the append's real outcome: a publish that
+		// gave up after the writer took its message would forget a stored key.
+		actx = context.WithoutCancel(ctx)
+	}
+	off, err := s.parts[part].Append(actx, e.bufs...)
 	s.release(part, 1, size)
-	finish(err == nil, off)
+	if owns {
+		s.dedupe.finish(h, own, err == nil, makeRef(part, off), ts)
+	}
 	if ctxErr := ctx.Err(); err != nil && ctxErr != nil && errors.Is(err, ctxErr) {
 		// The partition may still hold e.buf; do not reuse it.
 		return Position{}, err
@@ -160,16 +172,17 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 }
 
 // claimKey looks an idempotency key up. dup: the key was accepted within the
-// window, at pos. own: the caller publishes the key and must finish the claim.
+// window, at pos. owns (only with take): the caller publishes the key and must
+// finish the claim own.
 // Neither: the key's hash is claimed by another key in owned (the caller's own
 // batch), and the message is published without being indexed. A publish of the
 // same key in flight is waited for. Lock held: s.mu (read).
-func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[uint64]bool) (pos Position, dup bool, own claim, owns bool, err error) {
+func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, now time.Time, owned map[uint64]bool, take bool) (pos Position, dup bool, own claim, owns bool, err error) {
 	for {
 		if owned[h] {
 			return Position{}, false, claim{}, false, nil
 		}
-		ref, _, done, own, owns := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now)
+		ref, found, done, own, owns := s.dedupe.lookup(h, part, s.parts[part].HighWatermark(), now, take)
 		switch {
 		case owns:
 			return Position{}, false, own, true, nil
@@ -180,6 +193,8 @@ func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, n
 			case <-ctx.Done():
 				return Position{}, false, claim{}, false, ctx.Err()
 			}
+		case !found:
+			return Position{}, false, claim{}, false, nil
 		}
 		p, off := splitRef(ref)
 		stored, ok, err := storedKey(s.parts[p], off)
@@ -275,6 +290,9 @@ func (b *Broker) PublishBatch(ctx context.Context, name string, msgs []Message) 
 	var w blockWait
 	for {
 		pos, err := b.publishBatchOnce(ctx, name, msgs)
+		if err == errBatchRaced {
+			continue
+		}
 		if err == nil {
 			w.done()
 			return pos, nil
@@ -322,13 +340,9 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		parts[i] = p
 		pos[i] = Position{Partition: p, Offset: -1}
 	}
-	skip, alias, claims, err := s.claimBatch(ctx, msgs, parts, pos, now)
-	stored := map[int]bool{}
-	defer func() {
-		for _, bc := range claims {
-			s.dedupe.finish(bc.h, bc.c, stored[bc.i], makeRef(parts[bc.i], pos[bc.i].Offset), bc.ts)
-		}
-	}()
+	// Repeats are answered before room is looked for; keys are claimed once there
+	// is room, so that a refused batch leaves nothing in the index.
+	skip, alias, keyed, hashes, err := s.peekBatch(ctx, msgs, parts, pos, now)
 	if err != nil {
 		return nil, err
 	}
@@ -358,6 +372,25 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		}
 		reserved = append(reserved, p)
 	}
+	claims, raced, err := s.claimBatch(ctx, msgs, keyed, hashes, parts, now)
+	stored := map[int]bool{}
+	defer func() {
+		for _, bc := range claims {
+			s.dedupe.finish(bc.h, bc.c, stored[bc.i], makeRef(parts[bc.i], pos[bc.i].Offset), bc.ts)
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if raced {
+		return nil, errBatchRaced
+	}
+	actx := ctx
+	if len(claims) > 0 {
+		// The claims are finished with the appends' real outcomes: a publish that
+		// gave up after the writer took its batch would forget stored keys.
+		actx = context.WithoutCancel(ctx)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -365,7 +398,7 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			base, err := s.parts[p].Append(ctx, encoded[p])
+			base, err := s.parts[p].Append(actx, encoded[p])
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -387,15 +420,18 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 	return pos, errors.Join(errs...)
 }
 
-// claimBatch looks up the idempotency keys of a batch, in hash order so that two
-// batches never wait for each other. skip marks the messages not to store:
-// duplicates of accepted keys (their pos set) and repeats of a key earlier in the
-// batch (alias: repeat → first). On error the claims taken so far are returned
-// for the caller to finish. Lock held: s.mu (read).
-func (s *stream) claimBatch(ctx context.Context, msgs []Message, parts []int, pos []Position, now time.Time) (skip map[int]bool, alias map[int]int, claims []batchClaim, err error) {
-	var keyed []int
+// errBatchRaced: a key of the batch was stored by another publish between the
+// batch's look-up and its claim; the batch is prepared again.
+var errBatchRaced = errors.New("sluice: batch raced with a publish of one of its keys")
+
+// peekBatch looks up the idempotency keys of a batch without claiming them. skip
+// marks the messages not to store: duplicates of accepted keys (their pos set)
+// and repeats of a key earlier in the batch (alias: repeat → first). keyed lists
+// the other keyed messages, in hash order, with their hashes. Lock held: s.mu
+// (read).
+func (s *stream) peekBatch(ctx context.Context, msgs []Message, parts []int, pos []Position, now time.Time) (skip map[int]bool, alias map[int]int, keyed []int, hashes map[int]uint64, err error) {
 	first := map[string]int{}
-	skip, alias = map[int]bool{}, map[int]int{}
+	skip, alias, hashes = map[int]bool{}, map[int]int{}, map[int]uint64{}
 	for i := range msgs {
 		k := msgs[i].IdempotencyKey
 		if k == "" {
@@ -406,29 +442,39 @@ func (s *stream) claimBatch(ctx context.Context, msgs []Message, parts []int, po
 			continue
 		}
 		first[k] = i
+		hashes[i] = keyHash(k)
+		p, dup, _, _, err := s.claimKey(ctx, k, hashes[i], parts[i], now, nil, false)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		if dup {
+			pos[i], skip[i] = p, true
+			continue
+		}
 		keyed = append(keyed, i)
 	}
-	if len(keyed) == 0 {
-		return skip, alias, nil, nil
-	}
-	hashes := make(map[int]uint64, len(keyed))
-	for _, i := range keyed {
-		hashes[i] = keyHash(msgs[i].IdempotencyKey)
-	}
 	slices.SortFunc(keyed, func(a, b int) int { return cmp.Compare(hashes[a], hashes[b]) })
+	return skip, alias, keyed, hashes, nil
+}
+
+// claimBatch claims the keys of keyed (in hash order, so that two batches never
+// wait for each other). raced reports a key found stored meanwhile. The claims
+// taken are returned, also on error, for the caller to finish. Lock held: s.mu
+// (read).
+func (s *stream) claimBatch(ctx context.Context, msgs []Message, keyed []int, hashes map[int]uint64, parts []int, now time.Time) (claims []batchClaim, raced bool, err error) {
 	owned := map[uint64]bool{} // key hashes
 	for _, i := range keyed {
-		p, dup, own, owns, err := s.claimKey(ctx, msgs[i].IdempotencyKey, hashes[i], parts[i], now, owned)
+		_, dup, own, owns, err := s.claimKey(ctx, msgs[i].IdempotencyKey, hashes[i], parts[i], now, owned, true)
 		if err != nil {
-			return skip, alias, claims, err
+			return claims, false, err
 		}
 		switch {
 		case dup:
-			pos[i], skip[i] = p, true
+			return claims, true, nil
 		case owns:
 			owned[hashes[i]] = true
 			claims = append(claims, batchClaim{c: own, h: hashes[i], ts: msgTime(&msgs[i], now), i: i})
 		}
 	}
-	return skip, alias, claims, nil
+	return claims, false, nil
 }

@@ -331,22 +331,35 @@ func TestReviewDedupeSnapshotWithClaimInFlightAfterPowerLoss(t *testing.T) {
 	}
 }
 
-// TestReviewDedupeMaxKeysLoweredKeepsOneBound: DedupeMaxKeys below 65,536 is one
-// exact bound ("oldest" over the whole index). A stream created with a larger
-// bound and lowered by UpdateStream must not forget keys while it holds fewer.
+// TestReviewDedupeMaxKeysLoweredKeepsOneBound: the shards of a dedupe index are
+// chosen when the stream opens. Lowered by UpdateStream, DedupeMaxKeys is split
+// exactly among them (never more keys than the bound); once the stream reopens,
+// a bound below 65,536 is one exact bound ("oldest" over the whole index).
 func TestReviewDedupeMaxKeysLoweredKeepsOneBound(t *testing.T) {
 	f := setup(t)
 	f.create(StreamConfig{Name: "s", DedupeMaxKeys: 1 << 16, Sync: SyncNever})
 	if _, err := f.b.UpdateStream(f.ctx, StreamConfig{Name: "s", DedupeMaxKeys: 100}); err != nil {
 		t.Fatal(err)
 	}
+	for i := range 300 {
+		if _, err := f.b.Publish(f.ctx, "s", Message{IdempotencyKey: fmt.Sprintf("a%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := f.streamInfo("s").Counters; c.DedupeKeys > 100 {
+		t.Fatalf("300 keys with DedupeMaxKeys=100 before a reopen: counters %+v, want at most 100 held", c)
+	}
+	f.reopen()
 	for i := range 100 {
 		if _, err := f.b.Publish(f.ctx, "s", Message{IdempotencyKey: fmt.Sprintf("k%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if c := f.streamInfo("s").Counters; c.DedupeKeys != 100 || c.DedupeEvicted != 0 {
-		t.Fatalf("100 keys with DedupeMaxKeys=100: counters %+v, want 100 held and none evicted", c)
+	for i := range 100 {
+		pos, err := f.b.Publish(f.ctx, "s", Message{IdempotencyKey: fmt.Sprintf("k%d", i)})
+		if err != nil || !pos.Duplicate {
+			t.Fatalf("k%d after a reopen with DedupeMaxKeys=100: %+v, %v; want a duplicate", i, pos, err)
+		}
 	}
 }
 

@@ -305,6 +305,9 @@ const (
 	HeaderDLQLastFailure  = "sluice-dlq-last-failure"
 	// HeaderDLQAttempts is a JSON array of {"at" (unix ms), "consumer", "error"}.
 	HeaderDLQAttempts = "sluice-dlq-attempts"
+	// HeaderDLQTime is the original message's time (unix ms): the dead letter's
+	// own time is when it was dead-lettered, which its stream's MaxAge counts from.
+	HeaderDLQTime = "sluice-dlq-time"
 	// HeaderDLQIdempotencyKey carries the original's IdempotencyKeyHeader: under
 	// its own name the dead-letter stream would take it for a key of its own and
 	// drop a second dead-lettering of a redriven message as a duplicate.
@@ -346,9 +349,10 @@ func (b *Broker) deadLetter(ctx context.Context, source string, cfg Subscription
 		add(HeaderDLQFirstFailure, time.UnixMilli(m.Attempts[0].At).UTC().Format(time.RFC3339Nano))
 		add(HeaderDLQLastFailure, time.UnixMilli(m.Attempts[n-1].At).UTC().Format(time.RFC3339Nano))
 	}
+	add(HeaderDLQTime, strconv.FormatInt(m.Timestamp, 10))
 	hdrs = append(hdrs, Header{Key: HeaderDLQAttempts, Value: attempts})
 	// Partition 0: a dead-letter log is read in one order, by its offsets.
-	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Time: time.UnixMilli(m.Timestamp), Partition: ToPartition(0)}
+	msg := Message{Key: m.Key, Body: m.Value, Headers: hdrs, Partition: ToPartition(0)}
 	_, err = b.publish(ctx, cfg.DeadLetterStream, msg, false)
 	return err
 }
