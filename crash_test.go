@@ -203,45 +203,20 @@ func runChild(t *testing.T, dir, mode string, run int, d time.Duration, onLine f
 // offsets and that every stored record is a real, unique message.
 func verifyCrashDir(t *testing.T, dir string, acked map[Position]string) {
 	t.Helper()
-	b, err := Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	info, err := b.Stream(ctx, crashStream)
-	if err != nil {
-		t.Fatal(err)
-	}
 	stored := map[Position]string{}
 	seen := map[string]Position{}
-	for _, pi := range info.Partitions {
-		r, err := b.NewReader(ctx, crashStream, ReaderConfig{Partition: pi.ID})
-		if err != nil {
-			t.Fatal(err)
+	eachStored(t, dir, crashStream, func(rec Record) {
+		id, ok := crashID(rec.Body)
+		if !ok {
+			t.Fatalf("phantom record at %d/%d: %.40q", rec.Partition, rec.Offset, rec.Body)
 		}
-		for off := pi.StartOffset; off < pi.HighWatermark; off++ {
-			rec, err := r.Next(ctx)
-			if err != nil {
-				t.Fatalf("partition %d offset %d: %v", pi.ID, off, err)
-			}
-			if rec.Offset != off {
-				t.Fatalf("partition %d: offset %d follows %d", pi.ID, rec.Offset, off-1)
-			}
-			id, ok := crashID(rec.Body)
-			if !ok {
-				t.Fatalf("phantom record at %d/%d: %.40q", pi.ID, off, rec.Body)
-			}
-			p := Position{Partition: pi.ID, Offset: off}
-			if prev, dup := seen[id]; dup {
-				t.Fatalf("message %s stored twice, at %+v and %+v", id, prev, p)
-			}
-			seen[id] = p
-			stored[p] = id
+		p := Position{Partition: rec.Partition, Offset: rec.Offset}
+		if prev, dup := seen[id]; dup {
+			t.Fatalf("message %s stored twice, at %+v and %+v", id, prev, p)
 		}
-		r.Close()
-	}
+		seen[id] = p
+		stored[p] = id
+	})
 	lost := 0
 	for p, id := range acked {
 		if stored[p] != id {
@@ -253,5 +228,39 @@ func verifyCrashDir(t *testing.T, dir string, acked map[Position]string) {
 	}
 	if lost > 0 {
 		t.Fatalf("%d of %d acknowledged messages lost", lost, len(acked))
+	}
+}
+
+// eachStored reopens dir and calls fn for every record of stream, partition by
+// partition in offset order, failing if offsets are not dense.
+func eachStored(t *testing.T, dir, stream string, fn func(Record)) {
+	t.Helper()
+	b, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := b.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pi := range info.Partitions {
+		r, err := b.NewReader(ctx, stream, ReaderConfig{Partition: pi.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := pi.StartOffset; off < pi.HighWatermark; off++ {
+			rec, err := r.Next(ctx)
+			if err != nil {
+				t.Fatalf("partition %d offset %d: %v", pi.ID, off, err)
+			}
+			if rec.Offset != off {
+				t.Fatalf("partition %d: offset %d follows %d", pi.ID, rec.Offset, off-1)
+			}
+			fn(rec)
+		}
+		r.Close()
 	}
 }

@@ -317,7 +317,7 @@ func storedKey(log logstore.Log, off int64) (string, bool, error) {
 		return "", false, err
 	}
 	key, found := "", false
-	err = eachRecord(data, func(r *batch.Record) bool {
+	err = batch.Each(data, func(r *batch.Record) bool {
 		if r.Offset != off {
 			return true
 		}
@@ -335,31 +335,6 @@ func idempotencyKey(r *batch.Record) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// eachRecord calls fn for every record of the batches in data until fn returns
-// false.
-func eachRecord(data []byte, fn func(*batch.Record) bool) error {
-	var it batch.Iter
-	for len(data) > 0 {
-		size, err := batch.PeekSize(data)
-		if err != nil {
-			return err
-		}
-		if err := it.Reset(data[:size]); err != nil {
-			return err
-		}
-		for it.Next() {
-			if !fn(it.Record()) {
-				return nil
-			}
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		data = data[size:]
-	}
-	return nil
 }
 
 // Snapshot format, little-endian: "SLDD", version u32, partitions u32, then per
@@ -585,7 +560,7 @@ func (b *Broker) loadDedupe(s *stream) error {
 			if err != nil {
 				return fmt.Errorf("dedupe index: partition %d: %w", i, err)
 			}
-			err = eachRecord(data, func(r *batch.Record) bool {
+			err = batch.Each(data, func(r *batch.Record) bool {
 				if r.Offset < off {
 					return true
 				}

@@ -151,40 +151,18 @@ func TestDedupeCrashKill9StoresEachKeyOnce(t *testing.T) {
 // and every acknowledged key is at its acknowledged position.
 func verifyDedupeDir(t *testing.T, dir string, acked map[string]Position) {
 	t.Helper()
-	b, err := Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	info, err := b.Stream(ctx, dedupeCrashStream)
-	if err != nil {
-		t.Fatal(err)
-	}
 	stored := map[string]Position{}
-	for _, pi := range info.Partitions {
-		r, err := b.NewReader(ctx, dedupeCrashStream, ReaderConfig{Partition: pi.ID})
-		if err != nil {
-			t.Fatal(err)
+	eachStored(t, dir, dedupeCrashStream, func(rec Record) {
+		key := keyOf(rec)
+		if key == "" || string(rec.Body) != key {
+			t.Fatalf("%d/%d holds %q with key %q", rec.Partition, rec.Offset, rec.Body, key)
 		}
-		for off := pi.StartOffset; off < pi.HighWatermark; off++ {
-			rec, err := r.Next(ctx)
-			if err != nil {
-				t.Fatalf("partition %d offset %d: %v", pi.ID, off, err)
-			}
-			key := keyOf(rec)
-			if key == "" || string(rec.Body) != key {
-				t.Fatalf("%d/%d holds %q with key %q", pi.ID, rec.Offset, rec.Body, key)
-			}
-			p := Position{Partition: pi.ID, Offset: rec.Offset}
-			if prev, ok := stored[key]; ok {
-				t.Fatalf("key %s stored twice: at %+v and %+v", key, prev, p)
-			}
-			stored[key] = p
+		p := Position{Partition: rec.Partition, Offset: rec.Offset}
+		if prev, ok := stored[key]; ok {
+			t.Fatalf("key %s stored twice: at %+v and %+v", key, prev, p)
 		}
-		r.Close()
-	}
+		stored[key] = p
+	})
 	for key, want := range acked {
 		if got, ok := stored[key]; !ok || got != want {
 			t.Fatalf("key %s acknowledged at %+v; stored at %+v (%v)", key, want, got, ok)

@@ -289,3 +289,29 @@ func (it *Iter) decode() error {
 	it.p = end
 	return nil
 }
+
+// Each calls fn for every record of the consecutive batches in data, in order,
+// until fn returns false. The records alias data (and are valid only until fn
+// returns, as Iter's are).
+func Each(data []byte, fn func(*Record) bool) error {
+	var it Iter
+	for len(data) > 0 {
+		size, err := PeekSize(data)
+		if err != nil {
+			return err
+		}
+		if err := it.Reset(data[:size]); err != nil {
+			return err
+		}
+		for it.Next() {
+			if !fn(it.Record()) {
+				return nil
+			}
+		}
+		if err := it.Err(); err != nil {
+			return err
+		}
+		data = data[size:]
+	}
+	return nil
+}

@@ -167,7 +167,7 @@ func TestAtMostOnceJournalHoldsEachDeliveryWithItsAck(t *testing.T) {
 						t.Fatal(err)
 					}
 					var evs []event
-					if err := eachRecord(data[:size], func(r *batch.Record) bool {
+					if err := batch.Each(data[:size], func(r *batch.Record) bool {
 						ev, err := decodeEvent(r.Value)
 						if err != nil {
 							t.Fatal(err)

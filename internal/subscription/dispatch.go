@@ -413,7 +413,7 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 			return out, evs, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
 		}
 		next := ps.next
-		err = eachRecord(data, func(r *batch.Record) bool {
+		err = batch.Each(data, func(r *batch.Record) bool {
 			if r.Offset < next {
 				return true
 			}

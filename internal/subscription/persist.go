@@ -140,7 +140,7 @@ func (s *Sub) replay() error {
 			return fmt.Errorf("replay journal at %d: %w", off, err)
 		}
 		var derr error
-		err = eachRecord(data, func(r *batch.Record) bool {
+		err = batch.Each(data, func(r *batch.Record) bool {
 			if r.Offset < off {
 				return true
 			}

@@ -525,7 +525,7 @@ func (s *Sub) readOne(part int, off int64) (batch.Record, error) {
 	}
 	var found batch.Record
 	ok := false
-	err = eachRecord(data, func(r *batch.Record) bool {
+	err = batch.Each(data, func(r *batch.Record) bool {
 		if r.Offset == off {
 			found, ok = *r, true
 			found.Headers = append([]batch.RecordHeader(nil), r.Headers...)
@@ -537,29 +537,4 @@ func (s *Sub) readOne(part int, off int64) (batch.Record, error) {
 		err = fmt.Errorf("%w: offset %d", logstore.ErrOutOfRange, off)
 	}
 	return found, err
-}
-
-// eachRecord calls fn for every record of the batches in data until fn returns
-// false. Records alias data (headers excepted).
-func eachRecord(data []byte, fn func(*batch.Record) bool) error {
-	var it batch.Iter
-	for len(data) > 0 {
-		size, err := batch.PeekSize(data)
-		if err != nil {
-			return err
-		}
-		if err := it.Reset(data[:size]); err != nil {
-			return err
-		}
-		for it.Next() {
-			if !fn(it.Record()) {
-				return nil
-			}
-		}
-		if err := it.Err(); err != nil {
-			return err
-		}
-		data = data[size:]
-	}
-	return nil
 }
