@@ -131,6 +131,9 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 		h = keyHash(msg.IdempotencyKey)
 		if pos, dup, _, _, err := s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil, false); err != nil || dup {
 			encoderPool.Put(e)
+			if dup {
+				s.dedupe.duplicate()
+			}
 			return pos, err
 		}
 	}
@@ -148,6 +151,9 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 		if pos, dup, own, owns, err = s.claimKey(ctx, msg.IdempotencyKey, h, part, now, nil, true); err != nil || dup {
 			s.release(part, 1, size)
 			encoderPool.Put(e)
+			if dup {
+				s.dedupe.duplicate()
+			}
 			return pos, err
 		}
 		// The claim is finished with the append's real outcome: a publish that
@@ -208,7 +214,6 @@ func (s *stream) claimKey(ctx context.Context, key string, h uint64, part int, n
 			continue
 		}
 		// The original, or one that retention removed within the window.
-		s.dedupe.duplicate()
 		return Position{Partition: p, Offset: off, Duplicate: true}, true, claim{}, false, nil
 	}
 }
@@ -449,6 +454,7 @@ func (s *stream) peekBatch(ctx context.Context, msgs []Message, parts []int, pos
 		}
 		if dup {
 			pos[i], skip[i] = p, true
+			s.dedupe.duplicate()
 			continue
 		}
 		keyed = append(keyed, i)
