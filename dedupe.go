@@ -459,7 +459,7 @@ func (d *dedupe) snapshot(parts []logstore.Log, now time.Time, force bool) []byt
 		sh.dirty = false
 		sh.mu.Unlock()
 	}
-	slices.SortStableFunc(entries, func(a, b dentry) int { return cmp.Compare(a.ms, b.ms) })
+	slices.SortFunc(entries, func(a, b dentry) int { return cmp.Compare(a.ms, b.ms) }) // shards interleave; ties in any order
 	d.saved = now
 	return encodeDedupe(covered, entries)
 }

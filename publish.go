@@ -158,7 +158,7 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 		}
 		// The claim is finished with the append's real outcome: a publish that
 		// gave up after the writer took its message would forget a stored key.
-		actx = context.WithoutCancel(ctx)
+		actx = uncancellable
 	}
 	off, err := s.parts[part].Append(actx, e.bufs...)
 	s.release(part, 1, size)
@@ -176,6 +176,10 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 	}
 	return Position{Partition: part, Offset: off}, nil
 }
+
+// uncancellable is the context of an append whose outcome the publish must learn
+// (the log reads no values from it).
+var uncancellable = context.Background()
 
 // claimKey looks an idempotency key up. dup: the key was accepted within the
 // window, at pos. owns (only with take): the caller publishes the key and must
@@ -394,7 +398,7 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 	if len(claims) > 0 {
 		// The claims are finished with the appends' real outcomes: a publish that
 		// gave up after the writer took its batch would forget stored keys.
-		actx = context.WithoutCancel(ctx)
+		actx = uncancellable
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
