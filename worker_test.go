@@ -46,7 +46,6 @@ func runWorker(t *testing.T, w *Worker) (stop func() error) {
 	}
 }
 
-
 func (f *fixture) backlog(stream, sub string) int64 {
 	f.t.Helper()
 	info, err := f.b.Subscription(f.ctx, stream, sub)
