@@ -104,7 +104,7 @@ func (s *stream) overLocked(g *gate, l logstore.Log, n, size int64) (string, int
 // and always succeeds. Internal publishes (dead letters, published while a
 // subscription's lock is held) do not read the subscriptions' floors. On success
 // the caller must call release with the same n and size. Lock held: s.mu (read).
-func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time, field string) error {
+func (s *stream) reserve(ctx context.Context, p int, n, size int64, internal bool, now time.Time, field string) error {
 	if n > s.cfg.MaxMessages || size > s.cfg.MaxBytes {
 		return invalid(field, "%d messages of %d bytes for partition %d never fit in its bounds MaxMessages=%d, MaxBytes=%d",
 			n, size, p, s.cfg.MaxMessages, s.cfg.MaxBytes)
@@ -116,7 +116,19 @@ func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time, fie
 	if limit != "" {
 		switch {
 		case s.cfg.Overflow == OverflowDropOldest:
-			s.dropLocked(g, l, n, size, now)
+			if s.dropLocked(g, l, n, size, now) {
+				// Only the active segment is left, and it holds too much: seal it
+				// (without g.mu: the writer finishes the appends queued first) so
+				// that it can go too.
+				g.mu.Unlock()
+				err := rollLog(ctx, l)
+				g.mu.Lock()
+				if err != nil {
+					s.logWarn("sluice: dropping oldest messages", err)
+				} else {
+					s.dropLocked(g, l, n, size, now)
+				}
+			}
 			limit = ""
 		case s.cfg.Retention.Policy == RetainWork && !internal:
 			// The floors are read without g.mu: a subscription holds its own
@@ -130,7 +142,9 @@ func (s *stream) reserve(p int, n, size int64, internal bool, now time.Time, fie
 			// Room comes when the oldest messages age out: remove them now
 			// rather than at the next retention pass.
 			g.reclaim = now
-			s.expire(l, now)
+			g.mu.Unlock()
+			s.expire(ctx, l, now)
+			g.mu.Lock()
 			limit, bound = s.overLocked(g, l, n, size)
 		}
 	}
@@ -150,9 +164,10 @@ func (s *stream) release(p int, n, size int64) {
 	g.mu.Unlock()
 }
 
-// dropLocked removes the oldest segments of l until n messages of size bytes fit.
+// dropLocked removes the oldest sealed segments of l until n messages of size
+// bytes fit, and reports whether the active segment must be sealed for them to.
 // Lock held: g.mu.
-func (s *stream) dropLocked(g *gate, l logstore.Log, n, size int64, now time.Time) {
+func (s *stream) dropLocked(g *gate, l logstore.Log, n, size int64, now time.Time) (needRoll bool) {
 	start := l.StartOffset()
 	r := logstore.Retention{
 		CapMessages: max(s.cfg.MaxMessages-g.msgs-n, 1),
@@ -161,32 +176,25 @@ func (s *stream) dropLocked(g *gate, l logstore.Log, n, size int64, now time.Tim
 	if _, err := l.ApplyRetention(r, now); err != nil {
 		s.logWarn("sluice: dropping oldest messages", err)
 	}
-	if limit, _ := s.overLocked(g, l, n, size); limit != "" && l.HighWatermark() > l.StartOffset() {
-		// Only the active segment is left, and it holds too much: seal it so that
-		// it can go too.
-		if err := rollLog(l); err != nil {
-			s.logWarn("sluice: dropping oldest messages", err)
-		} else if _, err := l.ApplyRetention(r, now); err != nil {
-			s.logWarn("sluice: dropping oldest messages", err)
-		}
-	}
 	if d := l.StartOffset() - start; d > 0 {
 		s.ctr.dropped.Add(d)
 	}
+	limit, _ := s.overLocked(g, l, n, size)
+	return limit != "" && l.HighWatermark() > l.StartOffset()
 }
 
 // rollTimeout bounds the wait for a partition's writer to seal its segment.
 const rollTimeout = 10 * time.Second
 
-func rollLog(l logstore.Log) error {
-	ctx, cancel := context.WithTimeout(context.Background(), rollTimeout)
+func rollLog(ctx context.Context, l logstore.Log) error {
+	ctx, cancel := context.WithTimeout(ctx, rollTimeout)
 	defer cancel()
 	return l.Roll(ctx)
 }
 
 // expire removes the segments of l older than the stream's MaxAge, the active one
 // too once everything in it is older. It returns how many it removed.
-func (s *stream) expire(l logstore.Log, now time.Time) int {
+func (s *stream) expire(ctx context.Context, l logstore.Log, now time.Time) int {
 	r := s.cfg.Retention.internal()
 	n, err := l.ApplyRetention(r, now)
 	if err != nil {
@@ -195,7 +203,7 @@ func (s *stream) expire(l logstore.Log, now time.Time) int {
 	}
 	st := l.Stats()
 	if st.Segments == 1 && st.HighWatermark > st.StartOffset && time.UnixMilli(st.OldestTimestamp).Before(now.Add(-r.MaxAge)) {
-		if err := rollLog(l); err != nil {
+		if err := rollLog(ctx, l); err != nil {
 			s.logWarn("sluice: retention", err)
 			return n
 		}

@@ -137,7 +137,7 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 			return pos, err
 		}
 	}
-	if err := s.reserve(part, 1, size, !limits, now, "Message"); err != nil {
+	if err := s.reserve(ctx, part, 1, size, !limits, now, "Message"); err != nil {
 		encoderPool.Put(e)
 		return Position{}, s.full(err)
 	}
@@ -376,7 +376,7 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		}
 	}()
 	for p, idx := range byPart {
-		if err := s.reserve(p, int64(len(idx)), int64(len(encoded[p])), false, now, "msgs"); err != nil {
+		if err := s.reserve(ctx, p, int64(len(idx)), int64(len(encoded[p])), false, now, "msgs"); err != nil {
 			return nil, s.full(err)
 		}
 		reserved = append(reserved, p)

@@ -38,7 +38,7 @@ func (b *Broker) applyRetention() {
 			for i, p := range s.parts {
 				n := 0
 				if s.cfg.Retention.MaxAge > 0 {
-					n += s.expire(p, now)
+					n += s.expire(b.stopCtx, p, now)
 				}
 				if done != nil && i < len(done) {
 					m, err := p.ApplyRetention(logstore.Retention{DoneBefore: done[i]}, now)
