@@ -157,7 +157,8 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 // strictJSON is Connect's JSON codec, except that it refuses fields the API
 // does not have: a misspelt field is an error, not a silently ignored setting.
 // The binary codec keeps protobuf's rule (unknown fields are skipped), which is
-// what lets an older server talk to a newer client.
+// what lets an older server talk to a newer client. Its answers show zero
+// values too ("offset": "0"), which a person reading curl's output expects.
 type strictJSON struct{ name string }
 
 func (c strictJSON) Name() string { return c.name }
@@ -169,7 +170,7 @@ func (strictJSON) Marshal(v any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%T is not a protobuf message", v)
 	}
-	return protojson.Marshal(m)
+	return protojson.MarshalOptions{EmitDefaultValues: true}.Marshal(m)
 }
 
 func (strictJSON) Unmarshal(data []byte, v any) error {
