@@ -1,41 +1,215 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/goleak"
 
 	"github.com/sluicemq/sluice"
+	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
 )
 
-func TestStatusHandlerListsStreams(t *testing.T) {
-	b, err := sluice.Open(t.TempDir(), nil)
+// TestMain runs the binary itself when a test starts this test binary as a
+// child with SLUICE_TEST_MAIN=1 and the binary's arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv("SLUICE_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// clients speak HTTP/1.1 (as curl does) and HTTP/2 without TLS (as gRPC does).
+func clients() (h1, h2c *http.Client) {
+	var p1, p2 http.Protocols
+	p1.SetHTTP1(true)
+	p2.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p1}, Timeout: 10 * time.Second},
+		&http.Client{Transport: &http.Transport{Protocols: &p2}}
+}
+
+func postJSON(t *testing.T, c *http.Client, url, body string) map[string]any {
+	t.Helper()
+	res, err := c.Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Fatalf("POST %s: %d %s", url, res.StatusCode, out)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	return v
+}
+
+// TestServeShutsDownGracefully runs serve in process: it answers JSON over
+// HTTP/1.1 and gRPC over h2c on one port, and on shutdown ends a read in
+// progress with unavailable, stops, and releases the data directory.
+func TestServeShutsDownGracefully(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, serveConfig{Data: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+			listening: func(addr string) { addrc <- addr }})
+	}()
+	var url string
+	select {
+	case addr := <-addrc:
+		url = "http://" + addr
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	h1, h2c := clients()
+	defer h1.CloseIdleConnections()
+	defer h2c.CloseIdleConnections()
+
+	res, err := h1.Get(url + "/readyz")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", res, err)
+	}
+	res.Body.Close()
+	postJSON(t, h1, url+"/sluice.v1.StreamService/CreateStream", `{"config": {"name": "jobs", "partitions": 2}}`)
+	postJSON(t, h1, url+"/sluice.v1.PublishService/Publish", `{"stream": "jobs", "message": {"body": "aGk=", "partition": 1}}`)
+
+	streams := sluicev1connect.NewStreamServiceClient(h2c, url, connect.WithGRPC())
+	list, err := streams.ListStreams(context.Background(), connect.NewRequest(&sluicev1.ListStreamsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := list.Msg.GetStreams(); len(s) != 1 || s[0].GetConfig().GetName() != "jobs" || s[0].GetMessages() != 1 {
+		t.Fatalf("streams over gRPC: %v", s)
+	}
+	read := sluicev1connect.NewReadServiceClient(h2c, url, connect.WithGRPC())
+	rs, err := read.Read(context.Background(), connect.NewRequest(&sluicev1.ReadRequest{Stream: "jobs", Partition: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	if !rs.Receive() || string(rs.Msg().GetRecords()[0].GetBody()) != "hi" {
+		t.Fatalf("read: %v", rs.Err())
+	}
+
+	// Shut down while the read waits at the tail.
+	began := time.Now()
+	cancel()
+	if rs.Receive() {
+		t.Fatal("a record during shutdown")
+	}
+	if code := connect.CodeOf(rs.Err()); code != connect.CodeUnavailable {
+		t.Fatalf("read ended with %v, want unavailable", rs.Err())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(shutdownGrace):
+		t.Fatal("serve did not return within its grace period")
+	}
+	if d := time.Since(began); d > shutdownGrace/2 {
+		t.Fatalf("shutdown took %v: it waited for the read", d)
+	}
+	b, err := sluice.Open(dir, &sluice.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("data directory after shutdown: %v", err)
 	}
 	defer b.Close()
-	if _, err := b.CreateStream(context.Background(), sluice.StreamConfig{Name: "jobs", Partitions: 2}); err != nil {
-		t.Fatal(err)
+	if info, err := b.Stream(context.Background(), "jobs"); err != nil || info.Messages != 1 {
+		t.Fatalf("after restart: %+v %v", info, err)
 	}
-	srv := httptest.NewServer(statusHandler(b))
-	defer srv.Close()
+}
 
-	resp, err := srv.Client().Get(srv.URL + "/healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	resp, err = srv.Client().Get(srv.URL + "/v1/streams")
+// TestServeCommand runs `sluice serve --data DIR --listen 127.0.0.1:0` as a
+// process, publishes to it, and stops it with SIGTERM.
+func TestServeCommand(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out struct{ Streams []sluice.StreamInfo }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Streams) != 1 || out.Streams[0].Config.Name != "jobs" || len(out.Streams[0].Partitions) != 2 {
-		t.Fatalf("streams: %+v", out.Streams)
+	defer cmd.Process.Kill()
+
+	// The log says where it listens; the rest of the log is kept for failures.
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	var log []string
+	addr := regexp.MustCompile(`msg=listening addr=(http://\S+)`)
+	var url string
+	deadline := time.After(30 * time.Second)
+	for url == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("sluice serve exited: %v\n%s", cmd.Wait(), strings.Join(log, "\n"))
+			}
+			log = append(log, line)
+			if m := addr.FindStringSubmatch(line); m != nil {
+				url = m[1]
+			}
+		case <-deadline:
+			t.Fatalf("sluice serve did not listen:\n%s", strings.Join(log, "\n"))
+		}
+	}
+	h1, h2c := clients()
+	defer h1.CloseIdleConnections()
+	defer h2c.CloseIdleConnections()
+	postJSON(t, h1, url+"/sluice.v1.StreamService/CreateStream", `{"config": {"name": "emails"}}`)
+	pos := postJSON(t, h1, url+"/sluice.v1.PublishService/Publish", `{"stream": "emails", "message": {"body": "aGk="}}`)
+	if _, ok := pos["position"]; !ok {
+		t.Fatalf("publish answered %v", pos)
+	}
+	publish := sluicev1connect.NewPublishServiceClient(h2c, url, connect.WithGRPC())
+	res, err := publish.Publish(context.Background(), connect.NewRequest(&sluicev1.PublishRequest{
+		Stream: "emails", Message: &sluicev1.Message{Body: []byte("over gRPC")},
+	}))
+	if err != nil || res.Msg.GetPosition().GetOffset() != 1 {
+		t.Fatalf("gRPC publish: %v %v", res, err)
+	}
+	h1.CloseIdleConnections()
+	h2c.CloseIdleConnections()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for line := range lines {
+		log = append(log, line)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("sluice serve after SIGTERM: %v\n%s", err, strings.Join(log, "\n"))
+	}
+	if all := strings.Join(log, "\n"); !strings.Contains(all, "msg=\"shutting down\"") || !strings.Contains(all, "msg=stopped") {
+		t.Fatalf("log of a graceful stop:\n%s", all)
 	}
 }
