@@ -72,10 +72,11 @@ var noWait = func() context.Context {
 	return ctx
 }()
 
-// follow sends what r reads (the handler sent the headers already, so that
-// the client's call returns once the read is open, not with the first record) until the caller cancels, r fails, or the server
-// drains. Each response holds the first record Next waited for and those
-// stored right behind it, up to the response bounds.
+// follow sends what r reads until the caller cancels, r fails, or the server
+// drains. Each response holds the first record Next waited for and those stored
+// right behind it, up to the response bounds. The handler has sent the headers
+// already, so that the client's call returns once the read is open rather than
+// with the first record.
 func (s *Server) follow(ctx context.Context, r sluice.Reader, send func([]*sluicev1.Record) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
