@@ -1,9 +1,9 @@
 module github.com/sluicemq/sluice
 
-go 1.26.0
+go 1.26
 
 require (
-	connectrpc.com/connect v1.21.1
+	connectrpc.com/connect v1.21.0
 	github.com/cespare/xxhash/v2 v2.3.0
 	go.uber.org/goleak v1.3.0
 	google.golang.org/protobuf v1.36.12
