@@ -48,6 +48,10 @@ func (e *StreamFullError) Is(target error) bool { return target == ErrStreamFull
 // StreamCounters count a stream's backpressure and deduplication since the broker
 // started.
 type StreamCounters struct {
+	// Published and PublishedBytes count the messages stored by publishes and
+	// their encoded bytes (a duplicate stores nothing).
+	Published      int64 `json:"published"`
+	PublishedBytes int64 `json:"published_bytes"`
 	// Rejected counts publishes refused with ErrStreamFull (under OverflowBlock,
 	// after waiting).
 	Rejected int64 `json:"rejected"`
@@ -65,6 +69,7 @@ type StreamCounters struct {
 }
 
 type counters struct {
+	published, publishedBytes                atomic.Int64
 	rejected, blocked, blockedNanos, dropped atomic.Int64
 }
 
@@ -326,6 +331,7 @@ func (s *stream) refreshFloors() {
 
 func (s *stream) counters() StreamCounters {
 	c := StreamCounters{
+		Published: s.ctr.published.Load(), PublishedBytes: s.ctr.publishedBytes.Load(),
 		Rejected: s.ctr.rejected.Load(), Blocked: s.ctr.blocked.Load(),
 		BlockedTime: time.Duration(s.ctr.blockedNanos.Load()), Dropped: s.ctr.dropped.Load(),
 	}

@@ -179,6 +179,7 @@ func (b *Broker) partitionConfig(s *stream, cfg StreamConfig, i int) logstore.Co
 		Sync:         cfg.syncPolicy(),
 		SyncInterval: cfg.SyncInterval,
 		Logger:       b.opts.Logger.With("stream", cfg.Name, "partition", i),
+		OnSync:       b.opts.OnSync,
 	}
 }
 

@@ -24,6 +24,9 @@ type Options struct {
 	// RetentionInterval is how often retention bounds are enforced. Default 30 s;
 	// limits [10 ms, 1 h].
 	RetentionInterval time.Duration
+	// OnSync, when set, is told how long each fdatasync of a stream's appended
+	// data took: the hook of an fsync latency metric. It must not block.
+	OnSync func(time.Duration)
 
 	// fs and now are replaced by tests.
 	fs  vfs.FS

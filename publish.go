@@ -162,6 +162,10 @@ func (b *Broker) publishOnce(ctx context.Context, name string, msg *Message, lim
 	}
 	off, err := s.parts[part].Append(actx, e.bufs...)
 	s.release(part, 1, size)
+	if err == nil {
+		s.ctr.published.Add(1)
+		s.ctr.publishedBytes.Add(size)
+	}
 	if owns {
 		s.dedupe.finish(h, own, err == nil, makeRef(part, off), ts)
 	}
@@ -418,6 +422,8 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 				pos[i].Offset = base + int64(j)
 				stored[i] = true
 			}
+			s.ctr.published.Add(int64(len(idx)))
+			s.ctr.publishedBytes.Add(int64(len(encoded[p])))
 		}()
 	}
 	wg.Wait()

@@ -37,6 +37,8 @@ type Options struct {
 	// naming the limit, and the server goes on. Default DefaultMaxRequestBytes
 	// (64 MiB); limits [MinMaxRequestBytes = 64 KiB, MaxMaxRequestBytes = 256 MiB].
 	MaxRequestBytes int
+	// Metrics, when set, are served at GET /metrics (attach the broker first).
+	Metrics *Metrics
 }
 
 func (o *Options) withDefaults() Options {
@@ -99,6 +101,9 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	if s.opts.Metrics != nil {
+		mux.Handle("GET /metrics", s.opts.Metrics.Handler())
+	}
 	s.h = s.limitBody(mux)
 	return s, nil
 }

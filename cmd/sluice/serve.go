@@ -53,14 +53,16 @@ func runServe(args []string) error {
 func serve(ctx context.Context, cfg serveConfig) error {
 	log := cfg.Logger
 	start := time.Now()
-	b, err := sluice.Open(cfg.Data, &sluice.Options{Logger: log})
+	metrics := server.NewMetrics()
+	b, err := sluice.Open(cfg.Data, &sluice.Options{Logger: log, OnSync: metrics.ObserveSync})
 	if err != nil {
 		return err
 	}
+	metrics.Attach(b)
 	streams, _ := b.ListStreams(ctx)
 	log.Info("broker open", "data", cfg.Data, "streams", len(streams), "recovery", time.Since(start).Round(time.Millisecond))
 
-	api, err := server.New(b, &server.Options{Logger: log})
+	api, err := server.New(b, &server.Options{Logger: log, Metrics: metrics})
 	if err != nil {
 		return errors.Join(err, b.Close())
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/sluicemq/sluice/internal/batch"
 )
@@ -290,7 +291,7 @@ func (p *Partition) flush(seg *segment, buf []byte, reqs []*appendReq) error {
 		// The writer syncs inline: while it does, the next group gathers in p.reqs,
 		// so one fdatasync serves every publisher that arrived meanwhile.
 		var err error
-		if serr := seg.f.Sync(); serr != nil {
+		if serr := p.timedSync(seg); serr != nil {
 			err = p.fail(fmt.Errorf("sync %s: %w", seg.path, serr))
 		}
 		p.publish(job, err)
@@ -302,6 +303,17 @@ func (p *Partition) flush(seg *segment, buf []byte, reqs []*appendReq) error {
 		}
 	}
 	return nil
+}
+
+// timedSync syncs seg's file, telling Config.OnSync how long it took.
+func (p *Partition) timedSync(seg *segment) error {
+	if p.cfg.OnSync == nil {
+		return seg.f.Sync()
+	}
+	start := time.Now()
+	err := seg.f.Sync()
+	p.cfg.OnSync(time.Since(start))
+	return err
 }
 
 // publish makes a written (and, if required, synced) job visible to readers and

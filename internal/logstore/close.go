@@ -28,7 +28,7 @@ func (p *Partition) syncActive() {
 	}
 	p.mu.RLock()
 	seg := p.segs[len(p.segs)-1]
-	err := seg.f.Sync()
+	err := p.timedSync(seg)
 	p.mu.RUnlock()
 	if err != nil {
 		p.fail(fmt.Errorf("sync %s: %w", seg.path, err))
@@ -56,7 +56,7 @@ func (p *Partition) Sync() error {
 		return ErrClosed
 	}
 	seg := p.segs[len(p.segs)-1]
-	err := seg.f.Sync()
+	err := p.timedSync(seg)
 	p.mu.RUnlock()
 	if err != nil {
 		return p.fail(fmt.Errorf("sync %s: %w", seg.path, err))

@@ -68,6 +68,9 @@ type Config struct {
 	SyncInterval time.Duration
 	// Logger receives recovery and corruption reports. Default slog.Default().
 	Logger *slog.Logger
+	// OnSync, when set, is told how long each fdatasync of appended data took
+	// (a metric's hook; it must not block).
+	OnSync func(time.Duration)
 
 	// ackBeforeSync makes SyncAlways acknowledge before the sync: a deliberately
 	// broken engine that the crash tests must catch. Tests only.
