@@ -1,0 +1,234 @@
+package client
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicemq/sluice"
+	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+)
+
+// Conversions between the broker's types and the API's messages, the mirror of
+// server/convert.go. Responses come from a server that checked them, so values
+// are taken as they are.
+
+var retentionPolicies = map[sluicev1.RetentionPolicy]sluice.RetentionPolicy{
+	sluicev1.RetentionPolicy_RETENTION_POLICY_UNSPECIFIED: "",
+	sluicev1.RetentionPolicy_RETENTION_POLICY_LIMITS:      sluice.RetainLimits,
+	sluicev1.RetentionPolicy_RETENTION_POLICY_WORK:        sluice.RetainWork,
+}
+
+var overflowPolicies = map[sluicev1.OverflowPolicy]sluice.OverflowPolicy{
+	sluicev1.OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED: "",
+	sluicev1.OverflowPolicy_OVERFLOW_POLICY_REJECT:      sluice.OverflowReject,
+	sluicev1.OverflowPolicy_OVERFLOW_POLICY_BLOCK:       sluice.OverflowBlock,
+	sluicev1.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST: sluice.OverflowDropOldest,
+}
+
+var syncPolicies = map[sluicev1.SyncPolicy]sluice.SyncPolicy{
+	sluicev1.SyncPolicy_SYNC_POLICY_UNSPECIFIED: "",
+	sluicev1.SyncPolicy_SYNC_POLICY_ALWAYS:      sluice.SyncAlways,
+	sluicev1.SyncPolicy_SYNC_POLICY_INTERVAL:    sluice.SyncInterval,
+	sluicev1.SyncPolicy_SYNC_POLICY_NEVER:       sluice.SyncNever,
+}
+
+// enumTo is the API value of v. A value the API has no number for is refused
+// here, naming field, rather than sent as unspecified (the default).
+func enumTo[E ~int32, V comparable](m map[E]V, v V, field string) (E, error) {
+	var zero V
+	if v == zero {
+		return 0, nil
+	}
+	for e, x := range m {
+		if x == v && e != 0 {
+			return e, nil
+		}
+	}
+	return 0, &sluice.InvalidError{Field: field, Reason: fmt.Sprintf("%v is not a known value", v)}
+}
+
+// durationOrNil leaves a zero duration unset.
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// timeOrNil leaves a zero time unset.
+func timeOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// timeFrom is the zero time for an unset timestamp.
+func timeFrom(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func streamConfigTo(c sluice.StreamConfig) (*sluicev1.StreamConfig, error) {
+	out := &sluicev1.StreamConfig{
+		Name:            c.Name,
+		Partitions:      int32(c.Partitions),
+		MaxMessages:     c.MaxMessages,
+		MaxBytes:        c.MaxBytes,
+		BlockTimeout:    durationOrNil(c.BlockTimeout),
+		DedupeWindow:    durationOrNil(c.DedupeWindow),
+		DedupeMaxKeys:   int32(c.DedupeMaxKeys),
+		MaxMessageBytes: int32(c.MaxMessageBytes),
+		SyncInterval:    durationOrNil(c.SyncInterval),
+		SegmentBytes:    c.SegmentBytes,
+		Retention:       &sluicev1.Retention{MaxAge: durationOrNil(c.Retention.MaxAge)},
+	}
+	var err error
+	if out.Retention.Policy, err = enumTo(retentionPolicies, c.Retention.Policy, "StreamConfig.Retention.Policy"); err != nil {
+		return nil, err
+	}
+	if out.Overflow, err = enumTo(overflowPolicies, c.Overflow, "StreamConfig.Overflow"); err != nil {
+		return nil, err
+	}
+	if out.Sync, err = enumTo(syncPolicies, c.Sync, "StreamConfig.Sync"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func streamConfigFrom(c *sluicev1.StreamConfig) sluice.StreamConfig {
+	return sluice.StreamConfig{
+		Name:            c.GetName(),
+		Partitions:      int(c.GetPartitions()),
+		MaxMessages:     c.GetMaxMessages(),
+		MaxBytes:        c.GetMaxBytes(),
+		Overflow:        overflowPolicies[c.GetOverflow()],
+		BlockTimeout:    c.GetBlockTimeout().AsDuration(),
+		DedupeWindow:    c.GetDedupeWindow().AsDuration(),
+		DedupeMaxKeys:   int(c.GetDedupeMaxKeys()),
+		MaxMessageBytes: int(c.GetMaxMessageBytes()),
+		Sync:            syncPolicies[c.GetSync()],
+		SyncInterval:    c.GetSyncInterval().AsDuration(),
+		SegmentBytes:    c.GetSegmentBytes(),
+		Retention: sluice.Retention{
+			Policy: retentionPolicies[c.GetRetention().GetPolicy()],
+			MaxAge: c.GetRetention().GetMaxAge().AsDuration(),
+		},
+	}
+}
+
+func streamInfoFrom(info *sluicev1.StreamInfo) sluice.StreamInfo {
+	cs := info.GetCounters()
+	out := sluice.StreamInfo{
+		Config:     streamConfigFrom(info.GetConfig()),
+		Partitions: make([]sluice.PartitionInfo, len(info.GetPartitions())),
+		Messages:   info.GetMessages(),
+		Bytes:      info.GetBytes(),
+		Counters: sluice.StreamCounters{
+			Rejected:      cs.GetRejected(),
+			Blocked:       cs.GetBlocked(),
+			BlockedTime:   cs.GetBlockedTime().AsDuration(),
+			Dropped:       cs.GetDropped(),
+			Duplicates:    cs.GetDuplicates(),
+			DedupeKeys:    int(cs.GetDedupeKeys()),
+			DedupeEvicted: cs.GetDedupeEvicted(),
+		},
+	}
+	for i, p := range info.GetPartitions() {
+		out.Partitions[i] = sluice.PartitionInfo{
+			ID:            int(p.GetId()),
+			StartOffset:   p.GetStartOffset(),
+			HighWatermark: p.GetHighWatermark(),
+			Bytes:         p.GetBytes(),
+			Segments:      int(p.GetSegments()),
+		}
+	}
+	return out
+}
+
+func headersTo(hs []sluice.Header) []*sluicev1.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*sluicev1.Header, len(hs))
+	for i, h := range hs {
+		out[i] = &sluicev1.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+func headersFrom(hs []*sluicev1.Header) []sluice.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]sluice.Header, len(hs))
+	for i, h := range hs {
+		out[i] = sluice.Header{Key: h.GetKey(), Value: h.GetValue()}
+	}
+	return out
+}
+
+func messageTo(m sluice.Message) *sluicev1.Message {
+	out := &sluicev1.Message{
+		Key:            m.Key,
+		Headers:        headersTo(m.Headers),
+		Body:           m.Body,
+		Time:           timeOrNil(m.Time),
+		DeliverAt:      timeOrNil(m.DeliverAt),
+		IdempotencyKey: m.IdempotencyKey,
+	}
+	if m.Partition != nil {
+		p := int32(*m.Partition)
+		out.Partition = &p
+	}
+	return out
+}
+
+func positionFrom(p *sluicev1.Position) sluice.Position {
+	return sluice.Position{Partition: int(p.GetPartition()), Offset: p.GetOffset(), Duplicate: p.GetDuplicate()}
+}
+
+func recordFrom(r *sluicev1.Record) sluice.Record {
+	return sluice.Record{
+		Stream:    r.GetStream(),
+		Partition: int(r.GetPartition()),
+		Offset:    r.GetOffset(),
+		Time:      timeFrom(r.GetTime()),
+		Key:       r.GetKey(),
+		Headers:   headersFrom(r.GetHeaders()),
+		Body:      r.GetBody(),
+	}
+}
+
+// startTo converts a start position. sluice.StartAt keeps its fields to itself
+// and shows them only through String, so that is what is read here; a form
+// String does not produce is a bug.
+func startTo(s sluice.StartAt) *sluicev1.StartAt {
+	str := s.String()
+	switch {
+	case str == "earliest":
+		return &sluicev1.StartAt{Position: &sluicev1.StartAt_Earliest{Earliest: true}}
+	case str == "latest":
+		return &sluicev1.StartAt{Position: &sluicev1.StartAt_Latest{Latest: true}}
+	case strings.HasPrefix(str, "offset "):
+		n, err := strconv.ParseInt(strings.TrimPrefix(str, "offset "), 10, 64)
+		if err != nil {
+			panic(fmt.Sprintf("client: StartAt %q: %v", str, err))
+		}
+		return &sluicev1.StartAt{Position: &sluicev1.StartAt_Offset{Offset: n}}
+	case strings.HasPrefix(str, "time "):
+		t, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(str, "time "))
+		if err != nil {
+			panic(fmt.Sprintf("client: StartAt %q: %v", str, err))
+		}
+		return &sluicev1.StartAt{Position: &sluicev1.StartAt_Time{Time: timestamppb.New(t)}}
+	}
+	panic(fmt.Sprintf("client: StartAt %q not handled", str))
+}

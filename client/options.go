@@ -1,0 +1,89 @@
+package client
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/sluicemq/sluice"
+)
+
+// Limits and defaults of the options.
+const (
+	// DefaultTimeout bounds a unary call whose context has no deadline.
+	DefaultTimeout = 30 * time.Second
+	MinTimeout     = time.Millisecond
+	MaxTimeout     = time.Hour
+	// MaxTokenBytes bounds WithToken's token.
+	MaxTokenBytes = 8 << 10
+)
+
+// Option configures Dial.
+type Option func(*options)
+
+type options struct {
+	httpClient *http.Client
+	grpc       bool
+	timeout    time.Duration
+	token      string
+}
+
+// WithHTTPClient makes the client send its calls through hc instead of its own
+// h2c client. hc must speak HTTP/2 for the gRPC protocol and for streams; the
+// Client does not close hc's idle connections on Close.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(o *options) { o.httpClient = hc }
+}
+
+// WithGRPC makes the client use the gRPC protocol instead of Connect.
+func WithGRPC() Option {
+	return func(o *options) { o.grpc = true }
+}
+
+// WithTimeout bounds each unary call whose context has no deadline. Streams
+// (readers) are not bounded. Default DefaultTimeout (30 s); limits
+// [MinTimeout = 1 ms, MaxTimeout = 1 h].
+func WithTimeout(d time.Duration) Option {
+	return func(o *options) { o.timeout = d }
+}
+
+// WithToken sends "Authorization: Bearer <token>" with every call. The server
+// does not check it yet. At most MaxTokenBytes.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
+}
+
+func defaultOptions() options {
+	return options{timeout: DefaultTimeout}
+}
+
+// limits is every number an option sets, with its bounds.
+func (o *options) limits() []struct {
+	field    string
+	v, lo, hi int64
+} {
+	return []struct {
+		field    string
+		v, lo, hi int64
+	}{
+		{"WithTimeout", int64(o.timeout), int64(MinTimeout), int64(MaxTimeout)},
+		{"WithToken", int64(len(o.token)), 0, MaxTokenBytes},
+	}
+}
+
+func (o *options) validate() error {
+	for _, l := range o.limits() {
+		if l.v < l.lo || l.v > l.hi {
+			if l.field == "WithTimeout" {
+				return &sluice.InvalidError{Field: l.field, Reason: fmt.Sprintf("%v outside [%v, %v]", time.Duration(l.v), time.Duration(l.lo), time.Duration(l.hi))}
+			}
+			return &sluice.InvalidError{Field: l.field, Reason: fmt.Sprintf("%d outside [%d, %d]", l.v, l.lo, l.hi)}
+		}
+	}
+	for _, c := range o.token {
+		if c < 0x20 || c > 0x7e {
+			return &sluice.InvalidError{Field: "WithToken", Reason: "holds a byte a header cannot carry"}
+		}
+	}
+	return nil
+}
