@@ -21,11 +21,11 @@ type Client struct {
 	hc   *http.Client
 	own  bool // hc is the client's own, to release on Close
 
-	streams  sluicev1connect.StreamServiceClient
-	publish  sluicev1connect.PublishServiceClient
-	read     sluicev1connect.ReadServiceClient
-	subs     sluicev1connect.SubscriptionServiceClient
-	sched    sluicev1connect.ScheduleServiceClient
+	streams sluicev1connect.StreamServiceClient
+	publish sluicev1connect.PublishServiceClient
+	read    sluicev1connect.ReadServiceClient
+	subs    sluicev1connect.SubscriptionServiceClient
+	sched   sluicev1connect.ScheduleServiceClient
 
 	// closed is cancelled by Close: the readers' streams end with it.
 	closed context.Context
@@ -235,4 +235,3 @@ func (c *Client) PublishBatch(ctx context.Context, stream string, msgs []sluice.
 	}
 	return out, nil
 }
-

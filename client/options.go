@@ -59,11 +59,11 @@ func defaultOptions() options {
 
 // limits is every number an option sets, with its bounds.
 func (o *options) limits() []struct {
-	field    string
+	field     string
 	v, lo, hi int64
 } {
 	return []struct {
-		field    string
+		field     string
 		v, lo, hi int64
 	}{
 		{"WithTimeout", int64(o.timeout), int64(MinTimeout), int64(MaxTimeout)},

@@ -101,8 +101,12 @@ func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range streams {
 		name := st.Config.Name
 		k := st.Counters
-		gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, name) }
-		counter := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, name) }
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, name)
+		}
+		counter := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, name)
+		}
 		gauge(mStreamMessages, float64(st.Messages))
 		gauge(mStreamBytes, float64(st.Bytes))
 		counter(mPublished, float64(k.Published))
