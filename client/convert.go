@@ -6,36 +6,16 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
 // Conversions between the broker's types and the API's messages, the mirror of
 // server/convert.go. Responses come from a server that checked them, so values
 // are taken as they are.
-
-var retentionPolicies = map[sluicev1.RetentionPolicy]sluice.RetentionPolicy{
-	sluicev1.RetentionPolicy_RETENTION_POLICY_UNSPECIFIED: "",
-	sluicev1.RetentionPolicy_RETENTION_POLICY_LIMITS:      sluice.RetainLimits,
-	sluicev1.RetentionPolicy_RETENTION_POLICY_WORK:        sluice.RetainWork,
-}
-
-var overflowPolicies = map[sluicev1.OverflowPolicy]sluice.OverflowPolicy{
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED: "",
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_REJECT:      sluice.OverflowReject,
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_BLOCK:       sluice.OverflowBlock,
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST: sluice.OverflowDropOldest,
-}
-
-var syncPolicies = map[sluicev1.SyncPolicy]sluice.SyncPolicy{
-	sluicev1.SyncPolicy_SYNC_POLICY_UNSPECIFIED: "",
-	sluicev1.SyncPolicy_SYNC_POLICY_ALWAYS:      sluice.SyncAlways,
-	sluicev1.SyncPolicy_SYNC_POLICY_INTERVAL:    sluice.SyncInterval,
-	sluicev1.SyncPolicy_SYNC_POLICY_NEVER:       sluice.SyncNever,
-}
 
 // enumTo is the API value of v. A value the API has no number for is refused
 // here, naming field, rather than sent as unspecified (the default).
@@ -52,22 +32,6 @@ func enumTo[E ~int32, V comparable](m map[E]V, v V, field string) (E, error) {
 	return 0, &sluice.InvalidError{Field: field, Reason: fmt.Sprintf("%v is not a known value", v)}
 }
 
-// durationOrNil leaves a zero duration unset.
-func durationOrNil(d time.Duration) *durationpb.Duration {
-	if d == 0 {
-		return nil
-	}
-	return durationpb.New(d)
-}
-
-// timeOrNil leaves a zero time unset.
-func timeOrNil(t time.Time) *timestamppb.Timestamp {
-	if t.IsZero() {
-		return nil
-	}
-	return timestamppb.New(t)
-}
-
 // timeFrom is the zero time for an unset timestamp.
 func timeFrom(t *timestamppb.Timestamp) time.Time {
 	if t == nil {
@@ -82,22 +46,22 @@ func streamConfigTo(c sluice.StreamConfig) (*sluicev1.StreamConfig, error) {
 		Partitions:      int32(c.Partitions),
 		MaxMessages:     c.MaxMessages,
 		MaxBytes:        c.MaxBytes,
-		BlockTimeout:    durationOrNil(c.BlockTimeout),
-		DedupeWindow:    durationOrNil(c.DedupeWindow),
+		BlockTimeout:    apiconv.DurationOrNil(c.BlockTimeout),
+		DedupeWindow:    apiconv.DurationOrNil(c.DedupeWindow),
 		DedupeMaxKeys:   int32(c.DedupeMaxKeys),
 		MaxMessageBytes: int32(c.MaxMessageBytes),
-		SyncInterval:    durationOrNil(c.SyncInterval),
+		SyncInterval:    apiconv.DurationOrNil(c.SyncInterval),
 		SegmentBytes:    c.SegmentBytes,
-		Retention:       &sluicev1.Retention{MaxAge: durationOrNil(c.Retention.MaxAge)},
+		Retention:       &sluicev1.Retention{MaxAge: apiconv.DurationOrNil(c.Retention.MaxAge)},
 	}
 	var err error
-	if out.Retention.Policy, err = enumTo(retentionPolicies, c.Retention.Policy, "StreamConfig.Retention.Policy"); err != nil {
+	if out.Retention.Policy, err = enumTo(apiconv.RetentionPolicies, c.Retention.Policy, "StreamConfig.Retention.Policy"); err != nil {
 		return nil, err
 	}
-	if out.Overflow, err = enumTo(overflowPolicies, c.Overflow, "StreamConfig.Overflow"); err != nil {
+	if out.Overflow, err = enumTo(apiconv.OverflowPolicies, c.Overflow, "StreamConfig.Overflow"); err != nil {
 		return nil, err
 	}
-	if out.Sync, err = enumTo(syncPolicies, c.Sync, "StreamConfig.Sync"); err != nil {
+	if out.Sync, err = enumTo(apiconv.SyncPolicies, c.Sync, "StreamConfig.Sync"); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -109,16 +73,16 @@ func streamConfigFrom(c *sluicev1.StreamConfig) sluice.StreamConfig {
 		Partitions:      int(c.GetPartitions()),
 		MaxMessages:     c.GetMaxMessages(),
 		MaxBytes:        c.GetMaxBytes(),
-		Overflow:        overflowPolicies[c.GetOverflow()],
+		Overflow:        apiconv.OverflowPolicies[c.GetOverflow()],
 		BlockTimeout:    c.GetBlockTimeout().AsDuration(),
 		DedupeWindow:    c.GetDedupeWindow().AsDuration(),
 		DedupeMaxKeys:   int(c.GetDedupeMaxKeys()),
 		MaxMessageBytes: int(c.GetMaxMessageBytes()),
-		Sync:            syncPolicies[c.GetSync()],
+		Sync:            apiconv.SyncPolicies[c.GetSync()],
 		SyncInterval:    c.GetSyncInterval().AsDuration(),
 		SegmentBytes:    c.GetSegmentBytes(),
 		Retention: sluice.Retention{
-			Policy: retentionPolicies[c.GetRetention().GetPolicy()],
+			Policy: apiconv.RetentionPolicies[c.GetRetention().GetPolicy()],
 			MaxAge: c.GetRetention().GetMaxAge().AsDuration(),
 		},
 	}
@@ -153,35 +117,13 @@ func streamInfoFrom(info *sluicev1.StreamInfo) sluice.StreamInfo {
 	return out
 }
 
-func headersTo(hs []sluice.Header) []*sluicev1.Header {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]*sluicev1.Header, len(hs))
-	for i, h := range hs {
-		out[i] = &sluicev1.Header{Key: h.Key, Value: h.Value}
-	}
-	return out
-}
-
-func headersFrom(hs []*sluicev1.Header) []sluice.Header {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]sluice.Header, len(hs))
-	for i, h := range hs {
-		out[i] = sluice.Header{Key: h.GetKey(), Value: h.GetValue()}
-	}
-	return out
-}
-
 func messageTo(m sluice.Message) *sluicev1.Message {
 	out := &sluicev1.Message{
 		Key:            m.Key,
-		Headers:        headersTo(m.Headers),
+		Headers:        apiconv.HeadersTo(m.Headers),
 		Body:           m.Body,
-		Time:           timeOrNil(m.Time),
-		DeliverAt:      timeOrNil(m.DeliverAt),
+		Time:           apiconv.TimeOrNil(m.Time),
+		DeliverAt:      apiconv.TimeOrNil(m.DeliverAt),
 		IdempotencyKey: m.IdempotencyKey,
 	}
 	if m.Partition != nil {
@@ -202,7 +144,7 @@ func recordFrom(r *sluicev1.Record) sluice.Record {
 		Offset:    r.GetOffset(),
 		Time:      timeFrom(r.GetTime()),
 		Key:       r.GetKey(),
-		Headers:   headersFrom(r.GetHeaders()),
+		Headers:   apiconv.HeadersFrom(r.GetHeaders()),
 		Body:      r.GetBody(),
 	}
 }

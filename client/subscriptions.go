@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
 // The subscription, consumer and schedule calls. The server answers them
@@ -38,11 +39,11 @@ func subscriptionConfigTo(c sluice.SubscriptionConfig) (*sluicev1.SubscriptionCo
 	out := &sluicev1.SubscriptionConfig{
 		Name:             c.Name,
 		StartLatest:      c.StartLatest,
-		Lease:            durationOrNil(c.Lease),
+		Lease:            apiconv.DurationOrNil(c.Lease),
 		MaxDeliveries:    int32(c.MaxDeliveries),
-		BackoffInitial:   durationOrNil(c.BackoffInitial),
-		BackoffMax:       durationOrNil(c.BackoffMax),
-		Session:          durationOrNil(c.Session),
+		BackoffInitial:   apiconv.DurationOrNil(c.BackoffInitial),
+		BackoffMax:       apiconv.DurationOrNil(c.BackoffMax),
+		Session:          apiconv.DurationOrNil(c.Session),
 		DeadLetterStream: c.DeadLetterStream,
 	}
 	var err error
@@ -120,7 +121,7 @@ func deadLetterFrom(d *sluicev1.DeadLetter) sluice.DeadLetter {
 func scheduleConfigTo(c sluice.ScheduleConfig) (*sluicev1.ScheduleConfig, error) {
 	out := &sluicev1.ScheduleConfig{
 		Name: c.Name, Stream: c.Stream, Message: messageTo(c.Message), Cron: c.Cron,
-		Every: durationOrNil(c.Every), TimeZone: c.TimeZone, Paused: c.Paused,
+		Every: apiconv.DurationOrNil(c.Every), TimeZone: c.TimeZone, Paused: c.Paused,
 	}
 	var err error
 	if out.Missed, err = enumTo(missedPolicies, c.Missed, "ScheduleConfig.Missed"); err != nil {
@@ -132,7 +133,7 @@ func scheduleConfigTo(c sluice.ScheduleConfig) (*sluicev1.ScheduleConfig, error)
 func scheduleInfoFrom(s *sluicev1.ScheduleInfo) sluice.ScheduleInfo {
 	c := s.GetConfig()
 	m := c.GetMessage()
-	msg := sluice.Message{Key: m.GetKey(), Headers: headersFrom(m.GetHeaders()), Body: m.GetBody(),
+	msg := sluice.Message{Key: m.GetKey(), Headers: apiconv.HeadersFrom(m.GetHeaders()), Body: m.GetBody(),
 		Time: timeFrom(m.GetTime()), DeliverAt: timeFrom(m.GetDeliverAt()), IdempotencyKey: m.GetIdempotencyKey()}
 	if m.Partition != nil {
 		msg.Partition = sluice.ToPartition(int(m.GetPartition()))

@@ -10,32 +10,13 @@ import (
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
 // Conversions between the API's messages and the broker's types. Requests are
 // checked only where the conversion itself could lose or misread a value (an
 // unknown enum number, a duration beyond time.Duration); the broker checks the
 // rest and names the field.
-
-var retentionPolicies = map[sluicev1.RetentionPolicy]sluice.RetentionPolicy{
-	sluicev1.RetentionPolicy_RETENTION_POLICY_UNSPECIFIED: "",
-	sluicev1.RetentionPolicy_RETENTION_POLICY_LIMITS:      sluice.RetainLimits,
-	sluicev1.RetentionPolicy_RETENTION_POLICY_WORK:        sluice.RetainWork,
-}
-
-var overflowPolicies = map[sluicev1.OverflowPolicy]sluice.OverflowPolicy{
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED: "",
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_REJECT:      sluice.OverflowReject,
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_BLOCK:       sluice.OverflowBlock,
-	sluicev1.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST: sluice.OverflowDropOldest,
-}
-
-var syncPolicies = map[sluicev1.SyncPolicy]sluice.SyncPolicy{
-	sluicev1.SyncPolicy_SYNC_POLICY_UNSPECIFIED: "",
-	sluicev1.SyncPolicy_SYNC_POLICY_ALWAYS:      sluice.SyncAlways,
-	sluicev1.SyncPolicy_SYNC_POLICY_INTERVAL:    sluice.SyncInterval,
-	sluicev1.SyncPolicy_SYNC_POLICY_NEVER:       sluice.SyncNever,
-}
 
 // enumFrom looks an API enum up in m; an unknown number is refused.
 func enumFrom[E ~int32, V any](m map[E]V, e E, field string) (V, error) {
@@ -72,14 +53,6 @@ func durationFrom(d *durationpb.Duration, field string) (time.Duration, error) {
 	return d.AsDuration(), nil
 }
 
-// durationOrNil leaves a zero duration unset.
-func durationOrNil(d time.Duration) *durationpb.Duration {
-	if d == 0 {
-		return nil
-	}
-	return durationpb.New(d)
-}
-
 func timeFrom(t *timestamppb.Timestamp, field string) (time.Time, error) {
 	if t == nil {
 		return time.Time{}, nil
@@ -88,14 +61,6 @@ func timeFrom(t *timestamppb.Timestamp, field string) (time.Time, error) {
 		return time.Time{}, invalid(field, "%v", err)
 	}
 	return t.AsTime(), nil
-}
-
-// timeOrNil leaves a zero time unset.
-func timeOrNil(t time.Time) *timestamppb.Timestamp {
-	if t.IsZero() {
-		return nil
-	}
-	return timestamppb.New(t)
 }
 
 func streamConfigFrom(c *sluicev1.StreamConfig, field string) (sluice.StreamConfig, error) {
@@ -109,13 +74,13 @@ func streamConfigFrom(c *sluicev1.StreamConfig, field string) (sluice.StreamConf
 		SegmentBytes:    c.GetSegmentBytes(),
 	}
 	var err error
-	if out.Retention.Policy, err = enumFrom(retentionPolicies, c.GetRetention().GetPolicy(), field+".retention.policy"); err != nil {
+	if out.Retention.Policy, err = enumFrom(apiconv.RetentionPolicies, c.GetRetention().GetPolicy(), field+".retention.policy"); err != nil {
 		return out, err
 	}
 	if out.Retention.MaxAge, err = durationFrom(c.GetRetention().GetMaxAge(), field+".retention.max_age"); err != nil {
 		return out, err
 	}
-	if out.Overflow, err = enumFrom(overflowPolicies, c.GetOverflow(), field+".overflow"); err != nil {
+	if out.Overflow, err = enumFrom(apiconv.OverflowPolicies, c.GetOverflow(), field+".overflow"); err != nil {
 		return out, err
 	}
 	if out.BlockTimeout, err = durationFrom(c.GetBlockTimeout(), field+".block_timeout"); err != nil {
@@ -124,7 +89,7 @@ func streamConfigFrom(c *sluicev1.StreamConfig, field string) (sluice.StreamConf
 	if out.DedupeWindow, err = durationFrom(c.GetDedupeWindow(), field+".dedupe_window"); err != nil {
 		return out, err
 	}
-	if out.Sync, err = enumFrom(syncPolicies, c.GetSync(), field+".sync"); err != nil {
+	if out.Sync, err = enumFrom(apiconv.SyncPolicies, c.GetSync(), field+".sync"); err != nil {
 		return out, err
 	}
 	if out.SyncInterval, err = durationFrom(c.GetSyncInterval(), field+".sync_interval"); err != nil {
@@ -139,13 +104,13 @@ func streamConfigTo(c sluice.StreamConfig) *sluicev1.StreamConfig {
 		Partitions:      int32(c.Partitions),
 		MaxMessages:     c.MaxMessages,
 		MaxBytes:        c.MaxBytes,
-		Overflow:        enumTo(overflowPolicies, c.Overflow),
-		BlockTimeout:    durationOrNil(c.BlockTimeout),
-		DedupeWindow:    durationOrNil(c.DedupeWindow),
+		Overflow:        enumTo(apiconv.OverflowPolicies, c.Overflow),
+		BlockTimeout:    apiconv.DurationOrNil(c.BlockTimeout),
+		DedupeWindow:    apiconv.DurationOrNil(c.DedupeWindow),
 		DedupeMaxKeys:   int32(c.DedupeMaxKeys),
 		MaxMessageBytes: int32(c.MaxMessageBytes),
-		Sync:            enumTo(syncPolicies, c.Sync),
-		SyncInterval:    durationOrNil(c.SyncInterval),
+		Sync:            enumTo(apiconv.SyncPolicies, c.Sync),
+		SyncInterval:    apiconv.DurationOrNil(c.SyncInterval),
 		SegmentBytes:    c.SegmentBytes,
 	}
 	policy := c.Retention.Policy
@@ -153,8 +118,8 @@ func streamConfigTo(c sluice.StreamConfig) *sluicev1.StreamConfig {
 		policy = sluice.RetainLimits
 	}
 	out.Retention = &sluicev1.Retention{
-		Policy: enumTo(retentionPolicies, policy),
-		MaxAge: durationOrNil(c.Retention.MaxAge),
+		Policy: enumTo(apiconv.RetentionPolicies, policy),
+		MaxAge: apiconv.DurationOrNil(c.Retention.MaxAge),
 	}
 	return out
 }
@@ -168,7 +133,7 @@ func streamInfoTo(info sluice.StreamInfo) *sluicev1.StreamInfo {
 		Counters: &sluicev1.StreamCounters{
 			Rejected:      info.Counters.Rejected,
 			Blocked:       info.Counters.Blocked,
-			BlockedTime:   durationOrNil(info.Counters.BlockedTime),
+			BlockedTime:   apiconv.DurationOrNil(info.Counters.BlockedTime),
 			Dropped:       info.Counters.Dropped,
 			Duplicates:    info.Counters.Duplicates,
 			DedupeKeys:    int64(info.Counters.DedupeKeys),
@@ -187,28 +152,6 @@ func streamInfoTo(info sluice.StreamInfo) *sluicev1.StreamInfo {
 	return out
 }
 
-func headersFrom(hs []*sluicev1.Header) []sluice.Header {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]sluice.Header, len(hs))
-	for i, h := range hs {
-		out[i] = sluice.Header{Key: h.GetKey(), Value: h.GetValue()}
-	}
-	return out
-}
-
-func headersTo(hs []sluice.Header) []*sluicev1.Header {
-	if len(hs) == 0 {
-		return nil
-	}
-	out := make([]*sluicev1.Header, len(hs))
-	for i, h := range hs {
-		out[i] = &sluicev1.Header{Key: h.Key, Value: h.Value}
-	}
-	return out
-}
-
 // messageFrom converts a message; field is its path in the request.
 func messageFrom(m *sluicev1.Message, field string) (sluice.Message, error) {
 	if m == nil {
@@ -216,7 +159,7 @@ func messageFrom(m *sluicev1.Message, field string) (sluice.Message, error) {
 	}
 	out := sluice.Message{
 		Key:            m.GetKey(),
-		Headers:        headersFrom(m.GetHeaders()),
+		Headers:        apiconv.HeadersFrom(m.GetHeaders()),
 		Body:           m.GetBody(),
 		IdempotencyKey: m.GetIdempotencyKey(),
 	}
@@ -295,7 +238,7 @@ func recordTo(r sluice.Record) *sluicev1.Record {
 		Offset:    r.Offset,
 		Time:      timestamppb.New(r.Time),
 		Key:       r.Key,
-		Headers:   headersTo(r.Headers),
+		Headers:   apiconv.HeadersTo(r.Headers),
 		Body:      r.Body,
 	}
 }

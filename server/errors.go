@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
 // codes maps the broker's sentinel errors, matched with errors.Is in this order
@@ -73,7 +74,7 @@ func connectError(err error) *connect.Error {
 			Partition: int32(fe.Partition),
 			Limit:     apiField(fe.Limit),
 			Bound:     fe.Bound,
-			Waited:    durationOrNil(fe.Waited),
+			Waited:    apiconv.DurationOrNil(fe.Waited),
 		}))
 		ce.AddDetail(detail(&sluicev1.RetryInfo{RetryAfter: durationpb.New(fe.RetryAfter)}))
 		secs := max(1, int64((fe.RetryAfter+time.Second-1)/time.Second))
