@@ -143,45 +143,8 @@ func TestServeShutsDownGracefully(t *testing.T) {
 // TestServeCommand runs `sluice serve --data DIR --listen 127.0.0.1:0` as a
 // process, publishes to it, and stops it with SIGTERM.
 func TestServeCommand(t *testing.T) {
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	// The log says where it listens; the rest of the log is kept for failures.
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	var log []string
-	addr := regexp.MustCompile(`msg=listening addr=(http://\S+)`)
-	var url string
-	deadline := time.After(30 * time.Second)
-	for url == "" {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("sluice serve exited: %v\n%s", cmd.Wait(), strings.Join(log, "\n"))
-			}
-			log = append(log, line)
-			if m := addr.FindStringSubmatch(line); m != nil {
-				url = m[1]
-			}
-		case <-deadline:
-			t.Fatalf("sluice serve did not listen:\n%s", strings.Join(log, "\n"))
-		}
-	}
+	child := startServe(t, t.TempDir())
+	cmd, url, lines, log := child.cmd, child.url, child.lines, child.log
 	h1, h2c := clients()
 	defer h1.CloseIdleConnections()
 	defer h2c.CloseIdleConnections()
@@ -213,3 +176,54 @@ func TestServeCommand(t *testing.T) {
 		t.Fatalf("log of a graceful stop:\n%s", all)
 	}
 }
+
+// serveChild is `sluice serve` running as a child process.
+type serveChild struct {
+	cmd   *exec.Cmd
+	url   string
+	lines chan string
+	log   []string
+}
+
+// startServe runs `sluice serve --data dir --listen 127.0.0.1:0` as a child
+// process and waits until it listens; it is killed when the test ends.
+func startServe(t *testing.T, dir string) *serveChild {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	c := &serveChild{cmd: cmd, lines: make(chan string, 100)}
+	// The log says where it listens; the rest of the log is kept for failures.
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
+	addr := regexp.MustCompile(`msg=listening addr=(http://\S+)`)
+	deadline := time.After(30 * time.Second)
+	for c.url == "" {
+		select {
+		case line, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("sluice serve exited: %v\n%s", cmd.Wait(), strings.Join(c.log, "\n"))
+			}
+			c.log = append(c.log, line)
+			if m := addr.FindStringSubmatch(line); m != nil {
+				c.url = m[1]
+			}
+		case <-deadline:
+			t.Fatalf("sluice serve did not listen:\n%s", strings.Join(c.log, "\n"))
+		}
+	}
+	return c
+}
+
