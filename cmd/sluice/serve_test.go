@@ -226,4 +226,3 @@ func startServe(t *testing.T, dir string) *serveChild {
 	}
 	return c
 }
-

@@ -54,7 +54,7 @@ func runStream(args []string) error {
 			return err
 		}
 		cfg := sluice.StreamConfig{Name: n, Partitions: *partitions, MaxMessages: *maxMessages,
-			Overflow: sluice.OverflowPolicy(strings.ReplaceAll(*overflow, "-", "_")),
+			Overflow:  sluice.OverflowPolicy(strings.ReplaceAll(*overflow, "-", "_")),
 			Retention: sluice.Retention{Policy: sluice.RetentionPolicy(*retention)}}
 		info, err := c.CreateStream(ctx, cfg)
 		if err != nil {
