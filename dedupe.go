@@ -1,12 +1,9 @@
 package sluice
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"path/filepath"
 	"slices"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/sluicemq/sluice/internal/batch"
+	"github.com/sluicemq/sluice/internal/dedupesnap"
 	"github.com/sluicemq/sluice/internal/logstore"
 	"github.com/sluicemq/sluice/internal/vfs"
 )
@@ -49,7 +47,7 @@ type dentry struct {
 // refOffsetBits leaves 10 bits of partition (MaxPartitions = 1024) and the top bit,
 // which marks a claim: a key being published, whose offset is not known yet.
 const (
-	refOffsetBits = 53
+	refOffsetBits = dedupesnap.RefOffsetBits
 	refClaimed    = 1 << 63
 )
 
@@ -337,79 +335,26 @@ func idempotencyKey(r *batch.Record) (string, bool) {
 	return "", false
 }
 
-// Snapshot format, little-endian: "SLDD", version u32, partitions u32, then per
-// partition the offset it covers (i64: every keyed message before it is in the
-// snapshot), entry count u64, entries (hash u64, ref u64, ms i64), and a CRC-32C
-// of everything before it.
-const (
-	dedupeMagic   = "SLDD"
-	dedupeVersion = 1
-	dedupeEntry   = 24
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
+// encodeDedupe and decodeDedupe are the snapshot codec (package dedupesnap)
+// over the index's own entries.
 func encodeDedupe(covered []int64, entries []dentry) []byte {
-	b := make([]byte, 0, 16+8*len(covered)+8+dedupeEntry*len(entries)+4)
-	b = append(b, dedupeMagic...)
-	b = binary.LittleEndian.AppendUint32(b, dedupeVersion)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(covered)))
-	for _, c := range covered {
-		b = binary.LittleEndian.AppendUint64(b, uint64(c))
+	es := make([]dedupesnap.Entry, len(entries))
+	for i, e := range entries {
+		es[i] = dedupesnap.Entry{Hash: e.hash, Ref: e.ref, Ms: e.ms}
 	}
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(entries)))
-	for _, e := range entries {
-		b = binary.LittleEndian.AppendUint64(b, e.hash)
-		b = binary.LittleEndian.AppendUint64(b, e.ref)
-		b = binary.LittleEndian.AppendUint64(b, uint64(e.ms))
-	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return dedupesnap.Encode(covered, es)
 }
 
-var errDedupeSnapshot = errors.New("sluice: bad dedupe snapshot")
+var errDedupeSnapshot = dedupesnap.ErrBad
 
-func decodeDedupe(b []byte) (covered []int64, entries []dentry, err error) {
-	bad := func(why string) ([]int64, []dentry, error) {
-		return nil, nil, fmt.Errorf("%w: %s", errDedupeSnapshot, why)
+func decodeDedupe(b []byte) ([]int64, []dentry, error) {
+	covered, es, err := dedupesnap.Decode(b, dedupesnap.Limits{Partitions: MaxPartitions, Entries: MaxDedupeMaxKeys})
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(b) < 16+4 || !bytes.Equal(b[:4], []byte(dedupeMagic)) {
-		return bad("no header")
-	}
-	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
-	if crc32.Checksum(body, castagnoli) != sum {
-		return bad("checksum")
-	}
-	if v := binary.LittleEndian.Uint32(body[4:]); v != dedupeVersion {
-		return bad(fmt.Sprintf("version %d", v))
-	}
-	n := binary.LittleEndian.Uint32(body[8:])
-	if n > MaxPartitions {
-		return bad(fmt.Sprintf("%d partitions", n))
-	}
-	rest := body[12:]
-	if len(rest) < 8*int(n)+8 {
-		return bad("short")
-	}
-	covered = make([]int64, n)
-	for i := range covered {
-		covered[i] = int64(binary.LittleEndian.Uint64(rest[8*i:]))
-		if covered[i] < 0 || covered[i] >= 1<<refOffsetBits {
-			return bad("offset out of range")
-		}
-	}
-	rest = rest[8*n:]
-	count := binary.LittleEndian.Uint64(rest)
-	rest = rest[8:]
-	if count > MaxDedupeMaxKeys || uint64(len(rest)) != count*dedupeEntry {
-		return bad("entry count")
-	}
-	entries = make([]dentry, count)
-	for i := range entries {
-		e := rest[dedupeEntry*i:]
-		entries[i] = dentry{hash: binary.LittleEndian.Uint64(e), ref: binary.LittleEndian.Uint64(e[8:]), ms: int64(binary.LittleEndian.Uint64(e[16:]))}
-		if p, _ := splitRef(entries[i].ref); p >= int(n) {
-			return bad("entry partition")
-		}
+	entries := make([]dentry, len(es))
+	for i, e := range es {
+		entries[i] = dentry{hash: e.Hash, ref: e.Ref, ms: e.Ms}
 	}
 	return covered, entries, nil
 }
