@@ -91,12 +91,16 @@ const reclaimEvery = 10 * time.Millisecond
 // overLocked returns the bound that n more messages of size bytes would break.
 // Lock held: g.mu.
 func (s *stream) overLocked(g *gate, l logstore.Log, n, size int64) (string, int64) {
-	base := l.StartOffset()
-	if s.cfg.Retention.Policy == RetainWork {
-		base = max(base, g.floor.Load())
-	}
-	if l.HighWatermark()+g.msgs-base+n > s.cfg.MaxMessages {
-		return "MaxMessages", s.cfg.MaxMessages
+	// Offsets start at 0, so a partition whose offsets end within the bound fits
+	// without reading its start (which takes the log's lock).
+	if end := l.HighWatermark() + g.msgs + n; end > s.cfg.MaxMessages {
+		base := l.StartOffset()
+		if s.cfg.Retention.Policy == RetainWork {
+			base = max(base, g.floor.Load())
+		}
+		if end-base > s.cfg.MaxMessages {
+			return "MaxMessages", s.cfg.MaxMessages
+		}
 	}
 	if l.Bytes()+g.bytes+size > s.cfg.MaxBytes {
 		return "MaxBytes", s.cfg.MaxBytes

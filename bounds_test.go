@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// boundsEventually polls cond every few milliseconds until it holds, and fails
-// the test if it does not within d.
-func boundsEventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+// eventually polls cond every few milliseconds until it holds, and fails the test
+// if it does not within d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -255,7 +255,7 @@ func TestBoundsBlockedPublishEntersWhenWorkIsAcked(t *testing.T) {
 		pos, err := f.b.Publish(f.ctx, "jobs", Message{Body: []byte("blocked")})
 		done <- result{pos, err}
 	}()
-	boundsEventually(t, 5*time.Second, "the fifth publish never blocked", func() bool {
+	eventually(t, 5*time.Second, "the fifth publish never blocked", func() bool {
 		return f.streamInfo("jobs").Counters.Blocked == 1
 	})
 	// The consumer works concurrently: take everything, acknowledge the oldest.
@@ -301,7 +301,7 @@ func TestBoundsBlockedPublishEndsWithItsContext(t *testing.T) {
 		_, err := f.b.Publish(ctx, "s", Message{Body: []byte("never")})
 		done <- err
 	}()
-	boundsEventually(t, 5*time.Second, "the publish never blocked", func() bool {
+	eventually(t, 5*time.Second, "the publish never blocked", func() bool {
 		return f.streamInfo("s").Counters.Blocked == 1
 	})
 	cancel()
@@ -624,7 +624,7 @@ func TestBoundsUpdateStreamRaisingMaxMessagesLetsProducerIn(t *testing.T) {
 		_, err := f.b.Publish(f.ctx, "s", Message{Body: []byte("waited")})
 		done <- err
 	}()
-	boundsEventually(t, 5*time.Second, "the publish never blocked", func() bool {
+	eventually(t, 5*time.Second, "the publish never blocked", func() bool {
 		return f.streamInfo("s").Counters.Blocked == 1
 	})
 	if _, err := f.b.UpdateStream(f.ctx, StreamConfig{Name: "s", MaxMessages: 6}); err != nil {

@@ -307,7 +307,7 @@ func TestDedupeSnapshotAheadOfTheLogAfterPowerLoss(t *testing.T) {
 		}
 	}
 	clk.advance(dedupeSnapshotEvery + time.Second)
-	boundsEventually(t, 10*time.Second, "no snapshot of the 10 keys", func() bool {
+	eventually(t, 10*time.Second, "no snapshot of the 10 keys", func() bool {
 		data, err := fs.ReadFile("/data/streams/s/" + dedupeFile)
 		if err != nil {
 			return false
@@ -624,7 +624,7 @@ func TestDedupeDeadLetterKeepsKeyUnderItsOwnName(t *testing.T) {
 	}
 	fail()
 	const dlq = "jobs.w.dlq"
-	boundsEventually(t, 5*time.Second, "no dead letter", func() bool { return f.total(dlq) == 1 })
+	eventually(t, 5*time.Second, "no dead letter", func() bool { return f.total(dlq) == 1 })
 	rec := readAt(t, f.b, dlq, Position{Partition: 0, Offset: 0})
 	h := map[string]string{}
 	for _, kv := range rec.Headers {
@@ -647,7 +647,7 @@ func TestDedupeDeadLetterKeepsKeyUnderItsOwnName(t *testing.T) {
 		t.Fatalf("redrive: %d, %v", n, err)
 	}
 	fail()
-	boundsEventually(t, 5*time.Second, "the second dead-lettering was dropped", func() bool { return f.total(dlq) == 2 })
+	eventually(t, 5*time.Second, "the second dead-lettering was dropped", func() bool { return f.total(dlq) == 2 })
 	if c := f.streamInfo(dlq).Counters; c.Duplicates != 0 {
 		t.Fatalf("dead-letter stream counters %+v", c)
 	}

@@ -45,7 +45,7 @@ func TestProducerRetriesWithIdempotencyKeyStoreOnce(t *testing.T) {
 	if st := p.Stats(); st.Retries != 2 || st.Unknown != 2 || st.InFlight != 0 {
 		t.Fatalf("stats %+v, want 2 retries of 2 unknown outcomes", st)
 	}
-	info := producerStream(f, "orders")
+	info := f.streamInfo("orders")
 	if info.Messages != 1 {
 		t.Fatalf("%d messages stored, want 1 despite 3 attempts", info.Messages)
 	}
@@ -64,7 +64,7 @@ func TestProducerDoesNotRetryUnknownOutcomeWithoutKey(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err %v, want ErrUnavailable returned, not retried", err)
 	}
-	if n := producerStream(f, "orders").Messages; n != 1 {
+	if n := f.streamInfo("orders").Messages; n != 1 {
 		t.Fatalf("%d messages stored, want exactly the one attempt", n)
 	}
 }
@@ -89,7 +89,7 @@ func TestProducerRetriesFullStreamUntilRoom(t *testing.T) {
 		_, err := p.Publish(f.ctx, Message{Body: []byte("third")})
 		done <- err
 	}()
-	producerWait(t, "the producer retrying", func() bool { return p.Stats().Retries > 0 })
+	eventually(t, 20*time.Second, "the producer retrying", func() bool { return p.Stats().Retries > 0 })
 	cons, err := f.b.NewConsumer(f.ctx, "jobs", "w", ConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestProducerBoundsInFlight(t *testing.T) {
 			}
 		}()
 	}
-	producerWait(t, "4 publishes in flight", func() bool { return p.Stats().InFlight == 4 })
+	eventually(t, 20*time.Second, "4 publishes in flight", func() bool { return p.Stats().InFlight == 4 })
 	// Let them through one at a time.
 	for range 20 {
 		c.gate <- struct{}{}
@@ -161,18 +161,18 @@ func TestProducerBoundsInFlight(t *testing.T) {
 	if h := c.highest.Load(); h > 4 {
 		t.Fatalf("%d publishes reached the client at once, MaxInFlight 4", h)
 	}
-	if n := producerStream(f, "s").Messages; n != 20 {
+	if n := f.streamInfo("s").Messages; n != 20 {
 		t.Fatalf("%d messages, want 20", n)
 	}
 
 	nw, _ := NewProducer(c, "s", ProducerConfig{MaxInFlight: 1, NoWait: true})
 	go nw.Publish(f.ctx, Message{Body: []byte("held")})
-	producerWait(t, "1 publish in flight", func() bool { return nw.Stats().InFlight == 1 })
+	eventually(t, 20*time.Second, "1 publish in flight", func() bool { return nw.Stats().InFlight == 1 })
 	if _, err := nw.Publish(f.ctx, Message{Body: []byte("refused")}); !errors.Is(err, ErrTooManyInFlight) {
 		t.Fatalf("err %v, want ErrTooManyInFlight", err)
 	}
 	c.gate <- struct{}{}
-	producerWait(t, "no publish in flight", func() bool { return nw.Stats().InFlight == 0 })
+	eventually(t, 20*time.Second, "no publish in flight", func() bool { return nw.Stats().InFlight == 0 })
 }
 
 func TestProducerConfigLimits(t *testing.T) {
@@ -191,26 +191,5 @@ func TestProducerConfigLimits(t *testing.T) {
 		if _, err := NewProducer(nil, "s", c.cfg); !errors.As(err, &ie) || ie.Field != c.field {
 			t.Errorf("%+v: %v, want an InvalidError on %s", c.cfg, err, c.field)
 		}
-	}
-}
-
-func producerStream(f *fixture, name string) StreamInfo {
-	f.t.Helper()
-	info, err := f.b.Stream(f.ctx, name)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return info
-}
-
-// producerWait waits until cond holds, failing the test after 10 s.
-func producerWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

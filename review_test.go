@@ -276,7 +276,7 @@ func TestReviewDedupeSnapshotWithClaimInFlightAfterPowerLoss(t *testing.T) {
 		batchDone <- err
 	}()
 	waitFor(t, entered, "the batch never wrote to partition 1")
-	boundsEventually(t, 10*time.Second, "c never reached partition 0", func() bool {
+	eventually(t, 10*time.Second, "c never reached partition 0", func() bool {
 		info, err := b1.Stream(ctx, "s")
 		return err == nil && info.Partitions[0].HighWatermark == 1
 	})
@@ -469,7 +469,7 @@ func TestReviewDeadLetterOfAnOldMessageIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	const dlq = "jobs.w.dlq"
-	boundsEventually(t, 5*time.Second, "no dead letter", func() bool { return f.total(dlq) == 1 })
+	eventually(t, 5*time.Second, "no dead letter", func() bool { return f.total(dlq) == 1 })
 	f.b.applyRetention() // the broker's next retention pass
 	if n := f.total(dlq); n != 1 {
 		t.Fatalf("the dead letter written a moment ago was removed by retention: %s holds %d messages", dlq, n)

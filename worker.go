@@ -57,7 +57,8 @@ type WorkerConfig struct {
 	Concurrency int
 	// StopTimeout is how long Run, once its context ends, waits for running
 	// handlers before it cancels them and hands their messages back for
-	// redelivery. Default 30 s; limits [0, 1 h] (0: hand back at once).
+	// redelivery. Default 30 s; at most 1 h; a negative value hands them back at
+	// once.
 	StopTimeout time.Duration
 	// Processed, when set, makes the worker an idempotent consumer: each delivery
 	// runs through Processed.Process under MessageID, so a message already

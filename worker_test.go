@@ -80,7 +80,7 @@ func TestWorkerHandlesEveryMessageWithBoundedConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := runWorker(t, w)
-	producerWait(t, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
+	eventually(t, 20*time.Second, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestWorkerExtendsLeaseWhileHandlerRuns(t *testing.T) {
 		}
 	}, WorkerConfig{Concurrency: 4})
 	stop := runWorker(t, w)
-	producerWait(t, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
+	eventually(t, 20*time.Second, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
 	stop()
 	if deliveries.Load() != 2 || maxDeliveries.Load() != 1 {
 		t.Fatalf("%d deliveries (highest count %d) for 2 messages, want 2 first deliveries", deliveries.Load(), maxDeliveries.Load())
@@ -140,7 +140,7 @@ func TestWorkerRetriesAndDeadLetters(t *testing.T) {
 		return nil
 	}, WorkerConfig{Concurrency: 2})
 	stop := runWorker(t, w)
-	producerWait(t, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
+	eventually(t, 20*time.Second, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
 	stop()
 	mu.Lock()
 	defer mu.Unlock()
@@ -232,7 +232,7 @@ func TestWorkerIdempotentConsumer(t *testing.T) {
 		return nil
 	}, WorkerConfig{Processed: store})
 	stop := runWorker(t, w)
-	producerWait(t, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
+	eventually(t, 20*time.Second, "the backlog to drain", func() bool { return f.backlog("jobs", "w") == 0 })
 	stop()
 	if n := effects.Load(); n != 0 {
 		t.Fatalf("%d messages processed again after redelivery, want 0", n)
