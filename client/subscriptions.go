@@ -16,25 +16,6 @@ import (
 // ErrUnimplemented; they are called all the same, so that a client works
 // unchanged against a server that serves them.
 
-var subscriptionModes = map[sluicev1.SubscriptionMode]sluice.SubscriptionMode{
-	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_UNSPECIFIED: "",
-	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_QUEUE:       sluice.QueueMode,
-	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_KEY_ORDERED: sluice.KeyOrderedMode,
-	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_PARTITIONED: sluice.PartitionedMode,
-}
-
-var deliveryGuarantees = map[sluicev1.DeliveryGuarantee]sluice.DeliveryGuarantee{
-	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_UNSPECIFIED:   "",
-	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_AT_LEAST_ONCE: sluice.AtLeastOnce,
-	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_AT_MOST_ONCE:  sluice.AtMostOnce,
-}
-
-var missedPolicies = map[sluicev1.MissedPolicy]sluice.MissedPolicy{
-	sluicev1.MissedPolicy_MISSED_POLICY_UNSPECIFIED:   "",
-	sluicev1.MissedPolicy_MISSED_POLICY_SKIP:          sluice.MissedSkip,
-	sluicev1.MissedPolicy_MISSED_POLICY_CATCH_UP_ONCE: sluice.MissedCatchUpOnce,
-}
-
 func subscriptionConfigTo(c sluice.SubscriptionConfig) (*sluicev1.SubscriptionConfig, error) {
 	out := &sluicev1.SubscriptionConfig{
 		Name:             c.Name,
@@ -47,10 +28,10 @@ func subscriptionConfigTo(c sluice.SubscriptionConfig) (*sluicev1.SubscriptionCo
 		DeadLetterStream: c.DeadLetterStream,
 	}
 	var err error
-	if out.Mode, err = enumTo(subscriptionModes, c.Mode, "SubscriptionConfig.Mode"); err != nil {
+	if out.Mode, err = enumTo(apiconv.SubscriptionModes, c.Mode, "SubscriptionConfig.Mode"); err != nil {
 		return nil, err
 	}
-	if out.Delivery, err = enumTo(deliveryGuarantees, c.Delivery, "SubscriptionConfig.Delivery"); err != nil {
+	if out.Delivery, err = enumTo(apiconv.DeliveryGuarantees, c.Delivery, "SubscriptionConfig.Delivery"); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -62,14 +43,14 @@ func subscriptionInfoFrom(s *sluicev1.SubscriptionInfo) sluice.SubscriptionInfo 
 		Stream: s.GetStream(),
 		Config: sluice.SubscriptionConfig{
 			Name:             c.GetName(),
-			Mode:             subscriptionModes[c.GetMode()],
+			Mode:             apiconv.SubscriptionModes[c.GetMode()],
 			StartLatest:      c.GetStartLatest(),
 			Lease:            c.GetLease().AsDuration(),
 			MaxDeliveries:    int(c.GetMaxDeliveries()),
 			BackoffInitial:   c.GetBackoffInitial().AsDuration(),
 			BackoffMax:       c.GetBackoffMax().AsDuration(),
 			Session:          c.GetSession().AsDuration(),
-			Delivery:         deliveryGuarantees[c.GetDelivery()],
+			Delivery:         apiconv.DeliveryGuarantees[c.GetDelivery()],
 			DeadLetterStream: c.GetDeadLetterStream(),
 		},
 		Backlog:         s.GetBacklog(),
@@ -124,7 +105,7 @@ func scheduleConfigTo(c sluice.ScheduleConfig) (*sluicev1.ScheduleConfig, error)
 		Every: apiconv.DurationOrNil(c.Every), TimeZone: c.TimeZone, Paused: c.Paused,
 	}
 	var err error
-	if out.Missed, err = enumTo(missedPolicies, c.Missed, "ScheduleConfig.Missed"); err != nil {
+	if out.Missed, err = enumTo(apiconv.MissedPolicies, c.Missed, "ScheduleConfig.Missed"); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -142,7 +123,7 @@ func scheduleInfoFrom(s *sluicev1.ScheduleInfo) sluice.ScheduleInfo {
 		Config: sluice.ScheduleConfig{
 			Name: c.GetName(), Stream: c.GetStream(), Message: msg, Cron: c.GetCron(),
 			Every: c.GetEvery().AsDuration(), TimeZone: c.GetTimeZone(),
-			Missed: missedPolicies[c.GetMissed()], Paused: c.GetPaused(),
+			Missed: apiconv.MissedPolicies[c.GetMissed()], Paused: c.GetPaused(),
 		},
 		NextFire: timeFrom(s.GetNextFire()),
 		LastTick: timeFrom(s.GetLastTick()),
@@ -223,7 +204,8 @@ func (c *Client) ParkedKeys(ctx context.Context, stream, subscription string, li
 	}
 	out := make([]sluice.ParkedKey, len(res.Msg.GetKeys()))
 	for i, k := range res.Msg.GetKeys() {
-		out[i] = sluice.ParkedKey{Partition: int(k.GetPartition()), Key: k.GetKey(), Deliveries: int(k.GetDeliveries()), LastError: k.GetLastError()}
+		out[i] = sluice.ParkedKey{Partition: int(k.GetPartition()), Key: k.GetKey(), Offset: k.GetOffset(),
+			Deliveries: int(k.GetDeliveries()), NotBefore: k.GetNotBefore().AsTime().UnixMilli(), Held: int(k.GetHeld()), LastError: k.GetLastError()}
 	}
 	return out, nil
 }

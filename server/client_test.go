@@ -448,15 +448,6 @@ func TestDrainEndsStreams(t *testing.T) {
 	}
 }
 
-func TestUnservedServicesAreUnimplemented(t *testing.T) {
-	e := setup(t, nil)
-	for _, p := range protocols {
-		subs := sluicev1connect.NewSubscriptionServiceClient(e.h2c, e.url, p.opts...)
-		_, err := subs.ListSubscriptions(ctx(t), connect.NewRequest(&sluicev1.ListSubscriptionsRequest{Stream: "x"}))
-		wantCode(t, err, connect.CodeUnimplemented)
-	}
-}
-
 func TestRequestLimitOverGRPC(t *testing.T) {
 	e := setup(t, &Options{MaxRequestBytes: MinMaxRequestBytes})
 	c := e.clients(protocols[1])

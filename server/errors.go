@@ -102,11 +102,18 @@ func detail(m proto.Message) *connect.ErrorDetail {
 // type or argument) to where it sits in the API's requests; "" drops it, for
 // configs whose fields are the request's own.
 var fieldRoots = map[string]string{
-	"StreamConfig": "config",
-	"Message":      "message",
-	"msgs":         "messages",
-	"ReaderConfig": "",
-	"LiveConfig":   "",
+	"StreamConfig":       "config",
+	"SubscriptionConfig": "config",
+	"ScheduleConfig":     "config",
+	"ConsumerConfig":     "consumer",
+	"MaxInFlight":        "consumer.max_in_flight",
+	"DeadLetterQuery":    "query",
+	"RedriveOptions":     "",
+	"extend":             "by",
+	"Message":            "message",
+	"msgs":               "messages",
+	"ReaderConfig":       "",
+	"LiveConfig":         "",
 }
 
 // apiField turns a field as the broker names it ("StreamConfig.Retention.MaxAge",

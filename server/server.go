@@ -94,9 +94,9 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 	mux.Handle(sluicev1connect.NewStreamServiceHandler(streamService{s}, hopts...))
 	mux.Handle(sluicev1connect.NewPublishServiceHandler(publishService{s}, hopts...))
 	mux.Handle(sluicev1connect.NewReadServiceHandler(readService{s}, hopts...))
-	mux.Handle(sluicev1connect.NewSubscriptionServiceHandler(sluicev1connect.UnimplementedSubscriptionServiceHandler{}, hopts...))
-	mux.Handle(sluicev1connect.NewConsumerServiceHandler(sluicev1connect.UnimplementedConsumerServiceHandler{}, hopts...))
-	mux.Handle(sluicev1connect.NewScheduleServiceHandler(sluicev1connect.UnimplementedScheduleServiceHandler{}, hopts...))
+	mux.Handle(sluicev1connect.NewSubscriptionServiceHandler(subscriptionService{s}, hopts...))
+	mux.Handle(sluicev1connect.NewConsumerServiceHandler(consumerService{s}, hopts...))
+	mux.Handle(sluicev1connect.NewScheduleServiceHandler(scheduleService{s}, hopts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -220,7 +220,7 @@ func (i errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 }
 
 // fail maps err and logs it when it is the server's fault.
-func (s *Server) fail(procedure string, err error) error {
+func (s *Server) fail(procedure string, err error) *connect.Error {
 	ce := connectError(err)
 	if c := ce.Code(); c == connect.CodeInternal || c == connect.CodeDataLoss {
 		s.opts.Logger.Error("sluice server: "+procedure, "code", c.String(), "error", err)

@@ -41,6 +41,28 @@ var SyncPolicies = map[sluicev1.SyncPolicy]sluice.SyncPolicy{
 	sluicev1.SyncPolicy_SYNC_POLICY_NEVER:       sluice.SyncNever,
 }
 
+// SubscriptionModes maps the API's subscription modes to the broker's.
+var SubscriptionModes = map[sluicev1.SubscriptionMode]sluice.SubscriptionMode{
+	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_UNSPECIFIED: "",
+	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_QUEUE:       sluice.QueueMode,
+	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_KEY_ORDERED: sluice.KeyOrderedMode,
+	sluicev1.SubscriptionMode_SUBSCRIPTION_MODE_PARTITIONED: sluice.PartitionedMode,
+}
+
+// DeliveryGuarantees maps the API's delivery guarantees to the broker's.
+var DeliveryGuarantees = map[sluicev1.DeliveryGuarantee]sluice.DeliveryGuarantee{
+	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_UNSPECIFIED:   "",
+	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_AT_LEAST_ONCE: sluice.AtLeastOnce,
+	sluicev1.DeliveryGuarantee_DELIVERY_GUARANTEE_AT_MOST_ONCE:  sluice.AtMostOnce,
+}
+
+// MissedPolicies maps the API's missed-tick policies to the broker's.
+var MissedPolicies = map[sluicev1.MissedPolicy]sluice.MissedPolicy{
+	sluicev1.MissedPolicy_MISSED_POLICY_UNSPECIFIED:   "",
+	sluicev1.MissedPolicy_MISSED_POLICY_SKIP:          sluice.MissedSkip,
+	sluicev1.MissedPolicy_MISSED_POLICY_CATCH_UP_ONCE: sluice.MissedCatchUpOnce,
+}
+
 // HeadersTo converts headers to the API's.
 func HeadersTo(hs []sluice.Header) []*sluicev1.Header {
 	if len(hs) == 0 {

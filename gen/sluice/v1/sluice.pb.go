@@ -9,9 +9,8 @@
 // or HTTP/2 (unencrypted HTTP/2 too, so gRPC works without TLS). Bidirectional
 // streams need HTTP/2.
 //
-// Served now: StreamService, PublishService, ReadService. SubscriptionService,
-// ConsumerService and ScheduleService are the rest of the design; a server that
-// does not serve one yet answers its RPCs with code unimplemented.
+// Every service is served. Unary calls suit curl and scripts; the streams
+// (PublishStream, Read, SubscribeLive, Consume) suit programs, and need HTTP/2.
 //
 // Errors carry a code and a message that names the field or limit at fault:
 //
@@ -331,6 +330,62 @@ func (DeliveryGuarantee) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{4}
 }
 
+// SettleAction is what a Settlement does, as the unary call of the same name.
+type SettleAction int32
+
+const (
+	SettleAction_SETTLE_ACTION_UNSPECIFIED SettleAction = 0
+	SettleAction_SETTLE_ACTION_ACK         SettleAction = 1
+	SettleAction_SETTLE_ACTION_NACK        SettleAction = 2
+	SettleAction_SETTLE_ACTION_TERM        SettleAction = 3
+	SettleAction_SETTLE_ACTION_EXTEND      SettleAction = 4
+)
+
+// Enum value maps for SettleAction.
+var (
+	SettleAction_name = map[int32]string{
+		0: "SETTLE_ACTION_UNSPECIFIED",
+		1: "SETTLE_ACTION_ACK",
+		2: "SETTLE_ACTION_NACK",
+		3: "SETTLE_ACTION_TERM",
+		4: "SETTLE_ACTION_EXTEND",
+	}
+	SettleAction_value = map[string]int32{
+		"SETTLE_ACTION_UNSPECIFIED": 0,
+		"SETTLE_ACTION_ACK":         1,
+		"SETTLE_ACTION_NACK":        2,
+		"SETTLE_ACTION_TERM":        3,
+		"SETTLE_ACTION_EXTEND":      4,
+	}
+)
+
+func (x SettleAction) Enum() *SettleAction {
+	p := new(SettleAction)
+	*p = x
+	return p
+}
+
+func (x SettleAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SettleAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_sluice_proto_enumTypes[5].Descriptor()
+}
+
+func (SettleAction) Type() protoreflect.EnumType {
+	return &file_sluice_v1_sluice_proto_enumTypes[5]
+}
+
+func (x SettleAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SettleAction.Descriptor instead.
+func (SettleAction) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
+}
+
 // MissedPolicy says what a schedule does about ticks missed while the broker was
 // down.
 type MissedPolicy int32
@@ -367,11 +422,11 @@ func (x MissedPolicy) String() string {
 }
 
 func (MissedPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_v1_sluice_proto_enumTypes[5].Descriptor()
+	return file_sluice_v1_sluice_proto_enumTypes[6].Descriptor()
 }
 
 func (MissedPolicy) Type() protoreflect.EnumType {
-	return &file_sluice_v1_sluice_proto_enumTypes[5]
+	return &file_sluice_v1_sluice_proto_enumTypes[6]
 }
 
 func (x MissedPolicy) Number() protoreflect.EnumNumber {
@@ -380,7 +435,7 @@ func (x MissedPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MissedPolicy.Descriptor instead.
 func (MissedPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{5}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{6}
 }
 
 // StreamConfig configures a stream (Go: sluice.StreamConfig). Zero fields take
@@ -4190,10 +4245,16 @@ func (x *Consumer) GetMaxInFlight() int32 {
 }
 
 type FetchRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Consumer *Consumer              `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
-	// max: limits [1, 1000].
-	Max           int32 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// consumer: name is required, so that the consumer is the same from call to
+	// call (its in-flight bound, its place in a partitioned group).
+	Consumer *Consumer `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// max: default 1; limits [1, 1000].
+	Max int32 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// wait is how long to wait for a first delivery: when it passes with nothing
+	// due, the answer is empty. Default 5 s, and never past the call's deadline;
+	// limits [0, 5 min].
+	Wait          *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4240,6 +4301,13 @@ func (x *FetchRequest) GetMax() int32 {
 		return x.Max
 	}
 	return 0
+}
+
+func (x *FetchRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
 }
 
 type FetchResponse struct {
@@ -4681,6 +4749,336 @@ func (x *ExtendResponse) GetDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+// Settlement settles one delivery on a Consume stream.
+type Settlement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the caller's; the result carries it back.
+	Id       uint64       `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Delivery *DeliveryRef `protobuf:"bytes,2,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	Action   SettleAction `protobuf:"varint,3,opt,name=action,proto3,enum=sluice.v1.SettleAction" json:"action,omitempty"`
+	// delay (nack), reason (nack, term) and by (extend) as in NackRequest,
+	// TermRequest and ExtendRequest.
+	Delay         *durationpb.Duration `protobuf:"bytes,4,opt,name=delay,proto3" json:"delay,omitempty"`
+	Reason        string               `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	By            *durationpb.Duration `protobuf:"bytes,6,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settlement) Reset() {
+	*x = Settlement{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settlement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settlement) ProtoMessage() {}
+
+func (x *Settlement) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settlement.ProtoReflect.Descriptor instead.
+func (*Settlement) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *Settlement) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Settlement) GetDelivery() *DeliveryRef {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+func (x *Settlement) GetAction() SettleAction {
+	if x != nil {
+		return x.Action
+	}
+	return SettleAction_SETTLE_ACTION_UNSPECIFIED
+}
+
+func (x *Settlement) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *Settlement) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Settlement) GetBy() *durationpb.Duration {
+	if x != nil {
+		return x.By
+	}
+	return nil
+}
+
+// Status is an error carried inside a response: the code and message the
+// unary call would have failed with, and its FieldViolation if any.
+type Status struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the Connect code name: "failed_precondition", "invalid_argument",
+	// "not_found", "unavailable", ...
+	Code           string          `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message        string          `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	FieldViolation *FieldViolation `protobuf:"bytes,3,opt,name=field_violation,json=fieldViolation,proto3" json:"field_violation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *Status) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Status) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Status) GetFieldViolation() *FieldViolation {
+	if x != nil {
+		return x.FieldViolation
+	}
+	return nil
+}
+
+// SettlementResult answers one Settlement.
+type SettlementResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// error is unset when the settlement was applied.
+	Error *Status `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// deadline is the new lease deadline of an extend.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettlementResult) Reset() {
+	*x = SettlementResult{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettlementResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettlementResult) ProtoMessage() {}
+
+func (x *SettlementResult) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettlementResult.ProtoReflect.Descriptor instead.
+func (*SettlementResult) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *SettlementResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SettlementResult) GetError() *Status {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *SettlementResult) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// consumer is required in the first request; later ones leave it unset.
+	Consumer *Consumer `protobuf:"bytes,1,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// credit adds to the deliveries the server may send. Limits [0, 10,000].
+	Credit int32 `protobuf:"varint,2,opt,name=credit,proto3" json:"credit,omitempty"`
+	// settlements: at most 1,000 per request.
+	Settlements   []*Settlement `protobuf:"bytes,3,rep,name=settlements,proto3" json:"settlements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ConsumeRequest) GetConsumer() *Consumer {
+	if x != nil {
+		return x.Consumer
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetCredit() int32 {
+	if x != nil {
+		return x.Credit
+	}
+	return 0
+}
+
+func (x *ConsumeRequest) GetSettlements() []*Settlement {
+	if x != nil {
+		return x.Settlements
+	}
+	return nil
+}
+
+type ConsumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	Results       []*SettlementResult    `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ConsumeResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetResults() []*SettlementResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // ScheduleConfig publishes a message to a stream on a cron expression or a fixed
 // interval (Go: sluice.ScheduleConfig).
 type ScheduleConfig struct {
@@ -4702,7 +5100,7 @@ type ScheduleConfig struct {
 
 func (x *ScheduleConfig) Reset() {
 	*x = ScheduleConfig{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[71]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4714,7 +5112,7 @@ func (x *ScheduleConfig) String() string {
 func (*ScheduleConfig) ProtoMessage() {}
 
 func (x *ScheduleConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[71]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4727,7 +5125,7 @@ func (x *ScheduleConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleConfig.ProtoReflect.Descriptor instead.
 func (*ScheduleConfig) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{71}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ScheduleConfig) GetName() string {
@@ -4799,7 +5197,7 @@ type ScheduleInfo struct {
 
 func (x *ScheduleInfo) Reset() {
 	*x = ScheduleInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[72]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +5209,7 @@ func (x *ScheduleInfo) String() string {
 func (*ScheduleInfo) ProtoMessage() {}
 
 func (x *ScheduleInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[72]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +5222,7 @@ func (x *ScheduleInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleInfo.ProtoReflect.Descriptor instead.
 func (*ScheduleInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{72}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ScheduleInfo) GetConfig() *ScheduleConfig {
@@ -4864,7 +5262,7 @@ type CreateScheduleRequest struct {
 
 func (x *CreateScheduleRequest) Reset() {
 	*x = CreateScheduleRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[73]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4876,7 +5274,7 @@ func (x *CreateScheduleRequest) String() string {
 func (*CreateScheduleRequest) ProtoMessage() {}
 
 func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[73]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4889,7 +5287,7 @@ func (x *CreateScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleRequest.ProtoReflect.Descriptor instead.
 func (*CreateScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{73}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *CreateScheduleRequest) GetConfig() *ScheduleConfig {
@@ -4908,7 +5306,7 @@ type CreateScheduleResponse struct {
 
 func (x *CreateScheduleResponse) Reset() {
 	*x = CreateScheduleResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[74]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4920,7 +5318,7 @@ func (x *CreateScheduleResponse) String() string {
 func (*CreateScheduleResponse) ProtoMessage() {}
 
 func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[74]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4933,7 +5331,7 @@ func (x *CreateScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateScheduleResponse.ProtoReflect.Descriptor instead.
 func (*CreateScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{74}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CreateScheduleResponse) GetSchedule() *ScheduleInfo {
@@ -4953,7 +5351,7 @@ type PauseScheduleRequest struct {
 
 func (x *PauseScheduleRequest) Reset() {
 	*x = PauseScheduleRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[75]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4965,7 +5363,7 @@ func (x *PauseScheduleRequest) String() string {
 func (*PauseScheduleRequest) ProtoMessage() {}
 
 func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[75]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4978,7 +5376,7 @@ func (x *PauseScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleRequest.ProtoReflect.Descriptor instead.
 func (*PauseScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{75}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *PauseScheduleRequest) GetName() string {
@@ -5004,7 +5402,7 @@ type PauseScheduleResponse struct {
 
 func (x *PauseScheduleResponse) Reset() {
 	*x = PauseScheduleResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[76]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5016,7 +5414,7 @@ func (x *PauseScheduleResponse) String() string {
 func (*PauseScheduleResponse) ProtoMessage() {}
 
 func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[76]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5029,7 +5427,7 @@ func (x *PauseScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseScheduleResponse.ProtoReflect.Descriptor instead.
 func (*PauseScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{76}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PauseScheduleResponse) GetSchedule() *ScheduleInfo {
@@ -5048,7 +5446,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[77]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5060,7 +5458,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[77]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5073,7 +5471,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{77}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -5091,7 +5489,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[78]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5103,7 +5501,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[78]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5116,7 +5514,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{78}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{83}
 }
 
 type ListSchedulesRequest struct {
@@ -5127,7 +5525,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[79]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5139,7 +5537,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[79]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5152,7 +5550,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{79}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{84}
 }
 
 type ListSchedulesResponse struct {
@@ -5164,7 +5562,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[80]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5176,7 +5574,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[80]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5189,7 +5587,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{80}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*ScheduleInfo {
@@ -5212,7 +5610,7 @@ type FieldViolation struct {
 
 func (x *FieldViolation) Reset() {
 	*x = FieldViolation{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[81]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5622,7 @@ func (x *FieldViolation) String() string {
 func (*FieldViolation) ProtoMessage() {}
 
 func (x *FieldViolation) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[81]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5635,7 @@ func (x *FieldViolation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldViolation.ProtoReflect.Descriptor instead.
 func (*FieldViolation) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{81}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *FieldViolation) GetField() string {
@@ -5271,7 +5669,7 @@ type StreamFull struct {
 
 func (x *StreamFull) Reset() {
 	*x = StreamFull{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[82]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5283,7 +5681,7 @@ func (x *StreamFull) String() string {
 func (*StreamFull) ProtoMessage() {}
 
 func (x *StreamFull) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[82]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5296,7 +5694,7 @@ func (x *StreamFull) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFull.ProtoReflect.Descriptor instead.
 func (*StreamFull) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{82}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *StreamFull) GetStream() string {
@@ -5344,7 +5742,7 @@ type RetryInfo struct {
 
 func (x *RetryInfo) Reset() {
 	*x = RetryInfo{}
-	mi := &file_sluice_v1_sluice_proto_msgTypes[83]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5356,7 +5754,7 @@ func (x *RetryInfo) String() string {
 func (*RetryInfo) ProtoMessage() {}
 
 func (x *RetryInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_v1_sluice_proto_msgTypes[83]
+	mi := &file_sluice_v1_sluice_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5369,7 +5767,7 @@ func (x *RetryInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryInfo.ProtoReflect.Descriptor instead.
 func (*RetryInfo) Descriptor() ([]byte, []int) {
-	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{83}
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *RetryInfo) GetRetryAfter() *durationpb.Duration {
@@ -5661,10 +6059,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\"\n" +
 	"\fsubscription\x18\x02 \x01(\tR\fsubscription\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\"\n" +
-	"\rmax_in_flight\x18\x04 \x01(\x05R\vmaxInFlight\"Q\n" +
+	"\rmax_in_flight\x18\x04 \x01(\x05R\vmaxInFlight\"\x80\x01\n" +
 	"\fFetchRequest\x12/\n" +
 	"\bconsumer\x18\x01 \x01(\v2\x13.sluice.v1.ConsumerR\bconsumer\x12\x10\n" +
-	"\x03max\x18\x02 \x01(\x05R\x03max\"D\n" +
+	"\x03max\x18\x02 \x01(\x05R\x03max\x12-\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"D\n" +
 	"\rFetchResponse\x123\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x13.sluice.v1.DeliveryR\n" +
@@ -5690,7 +6089,32 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\bdelivery\x18\x02 \x01(\v2\x16.sluice.v1.DeliveryRefR\bdelivery\x12)\n" +
 	"\x02by\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x02by\"H\n" +
 	"\x0eExtendResponse\x126\n" +
-	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\x95\x02\n" +
+	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xf5\x01\n" +
+	"\n" +
+	"Settlement\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x122\n" +
+	"\bdelivery\x18\x02 \x01(\v2\x16.sluice.v1.DeliveryRefR\bdelivery\x12/\n" +
+	"\x06action\x18\x03 \x01(\x0e2\x17.sluice.v1.SettleActionR\x06action\x12/\n" +
+	"\x05delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12)\n" +
+	"\x02by\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x02by\"z\n" +
+	"\x06Status\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12B\n" +
+	"\x0ffield_violation\x18\x03 \x01(\v2\x19.sluice.v1.FieldViolationR\x0efieldViolation\"\x83\x01\n" +
+	"\x10SettlementResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12'\n" +
+	"\x05error\x18\x02 \x01(\v2\x11.sluice.v1.StatusR\x05error\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\x92\x01\n" +
+	"\x0eConsumeRequest\x12/\n" +
+	"\bconsumer\x18\x01 \x01(\v2\x13.sluice.v1.ConsumerR\bconsumer\x12\x16\n" +
+	"\x06credit\x18\x02 \x01(\x05R\x06credit\x127\n" +
+	"\vsettlements\x18\x03 \x03(\v2\x15.sluice.v1.SettlementR\vsettlements\"}\n" +
+	"\x0fConsumeResponse\x123\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x13.sluice.v1.DeliveryR\n" +
+	"deliveries\x125\n" +
+	"\aresults\x18\x02 \x03(\v2\x1b.sluice.v1.SettlementResultR\aresults\"\x95\x02\n" +
 	"\x0eScheduleConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12,\n" +
@@ -5756,7 +6180,13 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x11DeliveryGuarantee\x12\"\n" +
 	"\x1eDELIVERY_GUARANTEE_UNSPECIFIED\x10\x00\x12$\n" +
 	" DELIVERY_GUARANTEE_AT_LEAST_ONCE\x10\x01\x12#\n" +
-	"\x1fDELIVERY_GUARANTEE_AT_MOST_ONCE\x10\x02*f\n" +
+	"\x1fDELIVERY_GUARANTEE_AT_MOST_ONCE\x10\x02*\x8e\x01\n" +
+	"\fSettleAction\x12\x1d\n" +
+	"\x19SETTLE_ACTION_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11SETTLE_ACTION_ACK\x10\x01\x12\x16\n" +
+	"\x12SETTLE_ACTION_NACK\x10\x02\x12\x16\n" +
+	"\x12SETTLE_ACTION_TERM\x10\x03\x12\x18\n" +
+	"\x14SETTLE_ACTION_EXTEND\x10\x04*f\n" +
 	"\fMissedPolicy\x12\x1d\n" +
 	"\x19MISSED_POLICY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12MISSED_POLICY_SKIP\x10\x01\x12\x1f\n" +
@@ -5784,8 +6214,9 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x0fListDeadLetters\x12!.sluice.v1.ListDeadLettersRequest\x1a\".sluice.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12W\n" +
 	"\rGetDeadLetter\x12\x1f.sluice.v1.GetDeadLetterRequest\x1a .sluice.v1.GetDeadLetterResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\x12RedriveDeadLetters\x12$.sluice.v1.RedriveDeadLettersRequest\x1a%.sluice.v1.RedriveDeadLettersResponse\x12[\n" +
-	"\x10PurgeDeadLetters\x12\".sluice.v1.PurgeDeadLettersRequest\x1a#.sluice.v1.PurgeDeadLettersResponse2\xb4\x02\n" +
-	"\x0fConsumerService\x12:\n" +
+	"\x10PurgeDeadLetters\x12\".sluice.v1.PurgeDeadLettersRequest\x1a#.sluice.v1.PurgeDeadLettersResponse2\xfa\x02\n" +
+	"\x0fConsumerService\x12D\n" +
+	"\aConsume\x12\x19.sluice.v1.ConsumeRequest\x1a\x1a.sluice.v1.ConsumeResponse(\x010\x01\x12:\n" +
 	"\x05Fetch\x12\x17.sluice.v1.FetchRequest\x1a\x18.sluice.v1.FetchResponse\x124\n" +
 	"\x03Ack\x12\x15.sluice.v1.AckRequest\x1a\x16.sluice.v1.AckResponse\x127\n" +
 	"\x04Nack\x12\x16.sluice.v1.NackRequest\x1a\x17.sluice.v1.NackResponse\x127\n" +
@@ -5809,254 +6240,274 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_sluice_proto_rawDescData
 }
 
-var file_sluice_v1_sluice_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_sluice_v1_sluice_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(RetentionPolicy)(0),               // 0: sluice.v1.RetentionPolicy
 	(OverflowPolicy)(0),                // 1: sluice.v1.OverflowPolicy
 	(SyncPolicy)(0),                    // 2: sluice.v1.SyncPolicy
 	(SubscriptionMode)(0),              // 3: sluice.v1.SubscriptionMode
 	(DeliveryGuarantee)(0),             // 4: sluice.v1.DeliveryGuarantee
-	(MissedPolicy)(0),                  // 5: sluice.v1.MissedPolicy
-	(*StreamConfig)(nil),               // 6: sluice.v1.StreamConfig
-	(*Retention)(nil),                  // 7: sluice.v1.Retention
-	(*StreamInfo)(nil),                 // 8: sluice.v1.StreamInfo
-	(*PartitionInfo)(nil),              // 9: sluice.v1.PartitionInfo
-	(*StreamCounters)(nil),             // 10: sluice.v1.StreamCounters
-	(*CreateStreamRequest)(nil),        // 11: sluice.v1.CreateStreamRequest
-	(*CreateStreamResponse)(nil),       // 12: sluice.v1.CreateStreamResponse
-	(*UpdateStreamRequest)(nil),        // 13: sluice.v1.UpdateStreamRequest
-	(*UpdateStreamResponse)(nil),       // 14: sluice.v1.UpdateStreamResponse
-	(*DeleteStreamRequest)(nil),        // 15: sluice.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),       // 16: sluice.v1.DeleteStreamResponse
-	(*ListStreamsRequest)(nil),         // 17: sluice.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),        // 18: sluice.v1.ListStreamsResponse
-	(*GetStreamRequest)(nil),           // 19: sluice.v1.GetStreamRequest
-	(*GetStreamResponse)(nil),          // 20: sluice.v1.GetStreamResponse
-	(*Header)(nil),                     // 21: sluice.v1.Header
-	(*Message)(nil),                    // 22: sluice.v1.Message
-	(*Position)(nil),                   // 23: sluice.v1.Position
-	(*PublishRequest)(nil),             // 24: sluice.v1.PublishRequest
-	(*PublishResponse)(nil),            // 25: sluice.v1.PublishResponse
-	(*PublishBatchRequest)(nil),        // 26: sluice.v1.PublishBatchRequest
-	(*PublishBatchResponse)(nil),       // 27: sluice.v1.PublishBatchResponse
-	(*PublishStreamRequest)(nil),       // 28: sluice.v1.PublishStreamRequest
-	(*PublishStreamResponse)(nil),      // 29: sluice.v1.PublishStreamResponse
-	(*StartAt)(nil),                    // 30: sluice.v1.StartAt
-	(*Record)(nil),                     // 31: sluice.v1.Record
-	(*ReadRequest)(nil),                // 32: sluice.v1.ReadRequest
-	(*ReadResponse)(nil),               // 33: sluice.v1.ReadResponse
-	(*SubscribeLiveRequest)(nil),       // 34: sluice.v1.SubscribeLiveRequest
-	(*SubscribeLiveResponse)(nil),      // 35: sluice.v1.SubscribeLiveResponse
-	(*SubscriptionConfig)(nil),         // 36: sluice.v1.SubscriptionConfig
-	(*SubscriptionInfo)(nil),           // 37: sluice.v1.SubscriptionInfo
-	(*GroupMember)(nil),                // 38: sluice.v1.GroupMember
-	(*SubscriptionPartition)(nil),      // 39: sluice.v1.SubscriptionPartition
-	(*ParkedKey)(nil),                  // 40: sluice.v1.ParkedKey
-	(*DeadLetterQuery)(nil),            // 41: sluice.v1.DeadLetterQuery
-	(*DeadLetterAttempt)(nil),          // 42: sluice.v1.DeadLetterAttempt
-	(*DeadLetter)(nil),                 // 43: sluice.v1.DeadLetter
-	(*CreateSubscriptionRequest)(nil),  // 44: sluice.v1.CreateSubscriptionRequest
-	(*CreateSubscriptionResponse)(nil), // 45: sluice.v1.CreateSubscriptionResponse
-	(*DeleteSubscriptionRequest)(nil),  // 46: sluice.v1.DeleteSubscriptionRequest
-	(*DeleteSubscriptionResponse)(nil), // 47: sluice.v1.DeleteSubscriptionResponse
-	(*ListSubscriptionsRequest)(nil),   // 48: sluice.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil),  // 49: sluice.v1.ListSubscriptionsResponse
-	(*GetSubscriptionRequest)(nil),     // 50: sluice.v1.GetSubscriptionRequest
-	(*GetSubscriptionResponse)(nil),    // 51: sluice.v1.GetSubscriptionResponse
-	(*SeekSubscriptionRequest)(nil),    // 52: sluice.v1.SeekSubscriptionRequest
-	(*SeekSubscriptionResponse)(nil),   // 53: sluice.v1.SeekSubscriptionResponse
-	(*ListParkedKeysRequest)(nil),      // 54: sluice.v1.ListParkedKeysRequest
-	(*ListParkedKeysResponse)(nil),     // 55: sluice.v1.ListParkedKeysResponse
-	(*ListDeadLettersRequest)(nil),     // 56: sluice.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),    // 57: sluice.v1.ListDeadLettersResponse
-	(*GetDeadLetterRequest)(nil),       // 58: sluice.v1.GetDeadLetterRequest
-	(*GetDeadLetterResponse)(nil),      // 59: sluice.v1.GetDeadLetterResponse
-	(*RedriveDeadLettersRequest)(nil),  // 60: sluice.v1.RedriveDeadLettersRequest
-	(*RedriveDeadLettersResponse)(nil), // 61: sluice.v1.RedriveDeadLettersResponse
-	(*PurgeDeadLettersRequest)(nil),    // 62: sluice.v1.PurgeDeadLettersRequest
-	(*PurgeDeadLettersResponse)(nil),   // 63: sluice.v1.PurgeDeadLettersResponse
-	(*Delivery)(nil),                   // 64: sluice.v1.Delivery
-	(*DeliveryRef)(nil),                // 65: sluice.v1.DeliveryRef
-	(*Consumer)(nil),                   // 66: sluice.v1.Consumer
-	(*FetchRequest)(nil),               // 67: sluice.v1.FetchRequest
-	(*FetchResponse)(nil),              // 68: sluice.v1.FetchResponse
-	(*AckRequest)(nil),                 // 69: sluice.v1.AckRequest
-	(*AckResponse)(nil),                // 70: sluice.v1.AckResponse
-	(*NackRequest)(nil),                // 71: sluice.v1.NackRequest
-	(*NackResponse)(nil),               // 72: sluice.v1.NackResponse
-	(*TermRequest)(nil),                // 73: sluice.v1.TermRequest
-	(*TermResponse)(nil),               // 74: sluice.v1.TermResponse
-	(*ExtendRequest)(nil),              // 75: sluice.v1.ExtendRequest
-	(*ExtendResponse)(nil),             // 76: sluice.v1.ExtendResponse
-	(*ScheduleConfig)(nil),             // 77: sluice.v1.ScheduleConfig
-	(*ScheduleInfo)(nil),               // 78: sluice.v1.ScheduleInfo
-	(*CreateScheduleRequest)(nil),      // 79: sluice.v1.CreateScheduleRequest
-	(*CreateScheduleResponse)(nil),     // 80: sluice.v1.CreateScheduleResponse
-	(*PauseScheduleRequest)(nil),       // 81: sluice.v1.PauseScheduleRequest
-	(*PauseScheduleResponse)(nil),      // 82: sluice.v1.PauseScheduleResponse
-	(*DeleteScheduleRequest)(nil),      // 83: sluice.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil),     // 84: sluice.v1.DeleteScheduleResponse
-	(*ListSchedulesRequest)(nil),       // 85: sluice.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),      // 86: sluice.v1.ListSchedulesResponse
-	(*FieldViolation)(nil),             // 87: sluice.v1.FieldViolation
-	(*StreamFull)(nil),                 // 88: sluice.v1.StreamFull
-	(*RetryInfo)(nil),                  // 89: sluice.v1.RetryInfo
-	(*durationpb.Duration)(nil),        // 90: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 91: google.protobuf.Timestamp
+	(SettleAction)(0),                  // 5: sluice.v1.SettleAction
+	(MissedPolicy)(0),                  // 6: sluice.v1.MissedPolicy
+	(*StreamConfig)(nil),               // 7: sluice.v1.StreamConfig
+	(*Retention)(nil),                  // 8: sluice.v1.Retention
+	(*StreamInfo)(nil),                 // 9: sluice.v1.StreamInfo
+	(*PartitionInfo)(nil),              // 10: sluice.v1.PartitionInfo
+	(*StreamCounters)(nil),             // 11: sluice.v1.StreamCounters
+	(*CreateStreamRequest)(nil),        // 12: sluice.v1.CreateStreamRequest
+	(*CreateStreamResponse)(nil),       // 13: sluice.v1.CreateStreamResponse
+	(*UpdateStreamRequest)(nil),        // 14: sluice.v1.UpdateStreamRequest
+	(*UpdateStreamResponse)(nil),       // 15: sluice.v1.UpdateStreamResponse
+	(*DeleteStreamRequest)(nil),        // 16: sluice.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),       // 17: sluice.v1.DeleteStreamResponse
+	(*ListStreamsRequest)(nil),         // 18: sluice.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),        // 19: sluice.v1.ListStreamsResponse
+	(*GetStreamRequest)(nil),           // 20: sluice.v1.GetStreamRequest
+	(*GetStreamResponse)(nil),          // 21: sluice.v1.GetStreamResponse
+	(*Header)(nil),                     // 22: sluice.v1.Header
+	(*Message)(nil),                    // 23: sluice.v1.Message
+	(*Position)(nil),                   // 24: sluice.v1.Position
+	(*PublishRequest)(nil),             // 25: sluice.v1.PublishRequest
+	(*PublishResponse)(nil),            // 26: sluice.v1.PublishResponse
+	(*PublishBatchRequest)(nil),        // 27: sluice.v1.PublishBatchRequest
+	(*PublishBatchResponse)(nil),       // 28: sluice.v1.PublishBatchResponse
+	(*PublishStreamRequest)(nil),       // 29: sluice.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil),      // 30: sluice.v1.PublishStreamResponse
+	(*StartAt)(nil),                    // 31: sluice.v1.StartAt
+	(*Record)(nil),                     // 32: sluice.v1.Record
+	(*ReadRequest)(nil),                // 33: sluice.v1.ReadRequest
+	(*ReadResponse)(nil),               // 34: sluice.v1.ReadResponse
+	(*SubscribeLiveRequest)(nil),       // 35: sluice.v1.SubscribeLiveRequest
+	(*SubscribeLiveResponse)(nil),      // 36: sluice.v1.SubscribeLiveResponse
+	(*SubscriptionConfig)(nil),         // 37: sluice.v1.SubscriptionConfig
+	(*SubscriptionInfo)(nil),           // 38: sluice.v1.SubscriptionInfo
+	(*GroupMember)(nil),                // 39: sluice.v1.GroupMember
+	(*SubscriptionPartition)(nil),      // 40: sluice.v1.SubscriptionPartition
+	(*ParkedKey)(nil),                  // 41: sluice.v1.ParkedKey
+	(*DeadLetterQuery)(nil),            // 42: sluice.v1.DeadLetterQuery
+	(*DeadLetterAttempt)(nil),          // 43: sluice.v1.DeadLetterAttempt
+	(*DeadLetter)(nil),                 // 44: sluice.v1.DeadLetter
+	(*CreateSubscriptionRequest)(nil),  // 45: sluice.v1.CreateSubscriptionRequest
+	(*CreateSubscriptionResponse)(nil), // 46: sluice.v1.CreateSubscriptionResponse
+	(*DeleteSubscriptionRequest)(nil),  // 47: sluice.v1.DeleteSubscriptionRequest
+	(*DeleteSubscriptionResponse)(nil), // 48: sluice.v1.DeleteSubscriptionResponse
+	(*ListSubscriptionsRequest)(nil),   // 49: sluice.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),  // 50: sluice.v1.ListSubscriptionsResponse
+	(*GetSubscriptionRequest)(nil),     // 51: sluice.v1.GetSubscriptionRequest
+	(*GetSubscriptionResponse)(nil),    // 52: sluice.v1.GetSubscriptionResponse
+	(*SeekSubscriptionRequest)(nil),    // 53: sluice.v1.SeekSubscriptionRequest
+	(*SeekSubscriptionResponse)(nil),   // 54: sluice.v1.SeekSubscriptionResponse
+	(*ListParkedKeysRequest)(nil),      // 55: sluice.v1.ListParkedKeysRequest
+	(*ListParkedKeysResponse)(nil),     // 56: sluice.v1.ListParkedKeysResponse
+	(*ListDeadLettersRequest)(nil),     // 57: sluice.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),    // 58: sluice.v1.ListDeadLettersResponse
+	(*GetDeadLetterRequest)(nil),       // 59: sluice.v1.GetDeadLetterRequest
+	(*GetDeadLetterResponse)(nil),      // 60: sluice.v1.GetDeadLetterResponse
+	(*RedriveDeadLettersRequest)(nil),  // 61: sluice.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 62: sluice.v1.RedriveDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),    // 63: sluice.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),   // 64: sluice.v1.PurgeDeadLettersResponse
+	(*Delivery)(nil),                   // 65: sluice.v1.Delivery
+	(*DeliveryRef)(nil),                // 66: sluice.v1.DeliveryRef
+	(*Consumer)(nil),                   // 67: sluice.v1.Consumer
+	(*FetchRequest)(nil),               // 68: sluice.v1.FetchRequest
+	(*FetchResponse)(nil),              // 69: sluice.v1.FetchResponse
+	(*AckRequest)(nil),                 // 70: sluice.v1.AckRequest
+	(*AckResponse)(nil),                // 71: sluice.v1.AckResponse
+	(*NackRequest)(nil),                // 72: sluice.v1.NackRequest
+	(*NackResponse)(nil),               // 73: sluice.v1.NackResponse
+	(*TermRequest)(nil),                // 74: sluice.v1.TermRequest
+	(*TermResponse)(nil),               // 75: sluice.v1.TermResponse
+	(*ExtendRequest)(nil),              // 76: sluice.v1.ExtendRequest
+	(*ExtendResponse)(nil),             // 77: sluice.v1.ExtendResponse
+	(*Settlement)(nil),                 // 78: sluice.v1.Settlement
+	(*Status)(nil),                     // 79: sluice.v1.Status
+	(*SettlementResult)(nil),           // 80: sluice.v1.SettlementResult
+	(*ConsumeRequest)(nil),             // 81: sluice.v1.ConsumeRequest
+	(*ConsumeResponse)(nil),            // 82: sluice.v1.ConsumeResponse
+	(*ScheduleConfig)(nil),             // 83: sluice.v1.ScheduleConfig
+	(*ScheduleInfo)(nil),               // 84: sluice.v1.ScheduleInfo
+	(*CreateScheduleRequest)(nil),      // 85: sluice.v1.CreateScheduleRequest
+	(*CreateScheduleResponse)(nil),     // 86: sluice.v1.CreateScheduleResponse
+	(*PauseScheduleRequest)(nil),       // 87: sluice.v1.PauseScheduleRequest
+	(*PauseScheduleResponse)(nil),      // 88: sluice.v1.PauseScheduleResponse
+	(*DeleteScheduleRequest)(nil),      // 89: sluice.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),     // 90: sluice.v1.DeleteScheduleResponse
+	(*ListSchedulesRequest)(nil),       // 91: sluice.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),      // 92: sluice.v1.ListSchedulesResponse
+	(*FieldViolation)(nil),             // 93: sluice.v1.FieldViolation
+	(*StreamFull)(nil),                 // 94: sluice.v1.StreamFull
+	(*RetryInfo)(nil),                  // 95: sluice.v1.RetryInfo
+	(*durationpb.Duration)(nil),        // 96: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 97: google.protobuf.Timestamp
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
-	7,   // 0: sluice.v1.StreamConfig.retention:type_name -> sluice.v1.Retention
+	8,   // 0: sluice.v1.StreamConfig.retention:type_name -> sluice.v1.Retention
 	1,   // 1: sluice.v1.StreamConfig.overflow:type_name -> sluice.v1.OverflowPolicy
-	90,  // 2: sluice.v1.StreamConfig.block_timeout:type_name -> google.protobuf.Duration
-	90,  // 3: sluice.v1.StreamConfig.dedupe_window:type_name -> google.protobuf.Duration
+	96,  // 2: sluice.v1.StreamConfig.block_timeout:type_name -> google.protobuf.Duration
+	96,  // 3: sluice.v1.StreamConfig.dedupe_window:type_name -> google.protobuf.Duration
 	2,   // 4: sluice.v1.StreamConfig.sync:type_name -> sluice.v1.SyncPolicy
-	90,  // 5: sluice.v1.StreamConfig.sync_interval:type_name -> google.protobuf.Duration
+	96,  // 5: sluice.v1.StreamConfig.sync_interval:type_name -> google.protobuf.Duration
 	0,   // 6: sluice.v1.Retention.policy:type_name -> sluice.v1.RetentionPolicy
-	90,  // 7: sluice.v1.Retention.max_age:type_name -> google.protobuf.Duration
-	6,   // 8: sluice.v1.StreamInfo.config:type_name -> sluice.v1.StreamConfig
-	9,   // 9: sluice.v1.StreamInfo.partitions:type_name -> sluice.v1.PartitionInfo
-	10,  // 10: sluice.v1.StreamInfo.counters:type_name -> sluice.v1.StreamCounters
-	90,  // 11: sluice.v1.StreamCounters.blocked_time:type_name -> google.protobuf.Duration
-	6,   // 12: sluice.v1.CreateStreamRequest.config:type_name -> sluice.v1.StreamConfig
-	8,   // 13: sluice.v1.CreateStreamResponse.stream:type_name -> sluice.v1.StreamInfo
-	6,   // 14: sluice.v1.UpdateStreamRequest.config:type_name -> sluice.v1.StreamConfig
-	8,   // 15: sluice.v1.UpdateStreamResponse.stream:type_name -> sluice.v1.StreamInfo
-	8,   // 16: sluice.v1.ListStreamsResponse.streams:type_name -> sluice.v1.StreamInfo
-	8,   // 17: sluice.v1.GetStreamResponse.stream:type_name -> sluice.v1.StreamInfo
-	21,  // 18: sluice.v1.Message.headers:type_name -> sluice.v1.Header
-	91,  // 19: sluice.v1.Message.time:type_name -> google.protobuf.Timestamp
-	91,  // 20: sluice.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
-	22,  // 21: sluice.v1.PublishRequest.message:type_name -> sluice.v1.Message
-	23,  // 22: sluice.v1.PublishResponse.position:type_name -> sluice.v1.Position
-	22,  // 23: sluice.v1.PublishBatchRequest.messages:type_name -> sluice.v1.Message
-	23,  // 24: sluice.v1.PublishBatchResponse.positions:type_name -> sluice.v1.Position
-	22,  // 25: sluice.v1.PublishStreamRequest.messages:type_name -> sluice.v1.Message
-	23,  // 26: sluice.v1.PublishStreamResponse.positions:type_name -> sluice.v1.Position
-	91,  // 27: sluice.v1.StartAt.time:type_name -> google.protobuf.Timestamp
-	91,  // 28: sluice.v1.Record.time:type_name -> google.protobuf.Timestamp
-	21,  // 29: sluice.v1.Record.headers:type_name -> sluice.v1.Header
-	30,  // 30: sluice.v1.ReadRequest.start:type_name -> sluice.v1.StartAt
-	31,  // 31: sluice.v1.ReadResponse.records:type_name -> sluice.v1.Record
-	30,  // 32: sluice.v1.SubscribeLiveRequest.start:type_name -> sluice.v1.StartAt
-	31,  // 33: sluice.v1.SubscribeLiveResponse.records:type_name -> sluice.v1.Record
+	96,  // 7: sluice.v1.Retention.max_age:type_name -> google.protobuf.Duration
+	7,   // 8: sluice.v1.StreamInfo.config:type_name -> sluice.v1.StreamConfig
+	10,  // 9: sluice.v1.StreamInfo.partitions:type_name -> sluice.v1.PartitionInfo
+	11,  // 10: sluice.v1.StreamInfo.counters:type_name -> sluice.v1.StreamCounters
+	96,  // 11: sluice.v1.StreamCounters.blocked_time:type_name -> google.protobuf.Duration
+	7,   // 12: sluice.v1.CreateStreamRequest.config:type_name -> sluice.v1.StreamConfig
+	9,   // 13: sluice.v1.CreateStreamResponse.stream:type_name -> sluice.v1.StreamInfo
+	7,   // 14: sluice.v1.UpdateStreamRequest.config:type_name -> sluice.v1.StreamConfig
+	9,   // 15: sluice.v1.UpdateStreamResponse.stream:type_name -> sluice.v1.StreamInfo
+	9,   // 16: sluice.v1.ListStreamsResponse.streams:type_name -> sluice.v1.StreamInfo
+	9,   // 17: sluice.v1.GetStreamResponse.stream:type_name -> sluice.v1.StreamInfo
+	22,  // 18: sluice.v1.Message.headers:type_name -> sluice.v1.Header
+	97,  // 19: sluice.v1.Message.time:type_name -> google.protobuf.Timestamp
+	97,  // 20: sluice.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
+	23,  // 21: sluice.v1.PublishRequest.message:type_name -> sluice.v1.Message
+	24,  // 22: sluice.v1.PublishResponse.position:type_name -> sluice.v1.Position
+	23,  // 23: sluice.v1.PublishBatchRequest.messages:type_name -> sluice.v1.Message
+	24,  // 24: sluice.v1.PublishBatchResponse.positions:type_name -> sluice.v1.Position
+	23,  // 25: sluice.v1.PublishStreamRequest.messages:type_name -> sluice.v1.Message
+	24,  // 26: sluice.v1.PublishStreamResponse.positions:type_name -> sluice.v1.Position
+	97,  // 27: sluice.v1.StartAt.time:type_name -> google.protobuf.Timestamp
+	97,  // 28: sluice.v1.Record.time:type_name -> google.protobuf.Timestamp
+	22,  // 29: sluice.v1.Record.headers:type_name -> sluice.v1.Header
+	31,  // 30: sluice.v1.ReadRequest.start:type_name -> sluice.v1.StartAt
+	32,  // 31: sluice.v1.ReadResponse.records:type_name -> sluice.v1.Record
+	31,  // 32: sluice.v1.SubscribeLiveRequest.start:type_name -> sluice.v1.StartAt
+	32,  // 33: sluice.v1.SubscribeLiveResponse.records:type_name -> sluice.v1.Record
 	3,   // 34: sluice.v1.SubscriptionConfig.mode:type_name -> sluice.v1.SubscriptionMode
-	90,  // 35: sluice.v1.SubscriptionConfig.lease:type_name -> google.protobuf.Duration
-	90,  // 36: sluice.v1.SubscriptionConfig.backoff_initial:type_name -> google.protobuf.Duration
-	90,  // 37: sluice.v1.SubscriptionConfig.backoff_max:type_name -> google.protobuf.Duration
-	90,  // 38: sluice.v1.SubscriptionConfig.session:type_name -> google.protobuf.Duration
+	96,  // 35: sluice.v1.SubscriptionConfig.lease:type_name -> google.protobuf.Duration
+	96,  // 36: sluice.v1.SubscriptionConfig.backoff_initial:type_name -> google.protobuf.Duration
+	96,  // 37: sluice.v1.SubscriptionConfig.backoff_max:type_name -> google.protobuf.Duration
+	96,  // 38: sluice.v1.SubscriptionConfig.session:type_name -> google.protobuf.Duration
 	4,   // 39: sluice.v1.SubscriptionConfig.delivery:type_name -> sluice.v1.DeliveryGuarantee
-	36,  // 40: sluice.v1.SubscriptionInfo.config:type_name -> sluice.v1.SubscriptionConfig
-	91,  // 41: sluice.v1.SubscriptionInfo.next_due:type_name -> google.protobuf.Timestamp
-	91,  // 42: sluice.v1.SubscriptionInfo.oldest_unsettled:type_name -> google.protobuf.Timestamp
-	38,  // 43: sluice.v1.SubscriptionInfo.members:type_name -> sluice.v1.GroupMember
-	39,  // 44: sluice.v1.SubscriptionInfo.partitions:type_name -> sluice.v1.SubscriptionPartition
-	91,  // 45: sluice.v1.GroupMember.last_seen:type_name -> google.protobuf.Timestamp
-	91,  // 46: sluice.v1.ParkedKey.not_before:type_name -> google.protobuf.Timestamp
-	91,  // 47: sluice.v1.DeadLetterAttempt.at:type_name -> google.protobuf.Timestamp
-	23,  // 48: sluice.v1.DeadLetter.source:type_name -> sluice.v1.Position
-	42,  // 49: sluice.v1.DeadLetter.attempts:type_name -> sluice.v1.DeadLetterAttempt
-	31,  // 50: sluice.v1.DeadLetter.message:type_name -> sluice.v1.Record
-	36,  // 51: sluice.v1.CreateSubscriptionRequest.config:type_name -> sluice.v1.SubscriptionConfig
-	37,  // 52: sluice.v1.CreateSubscriptionResponse.subscription:type_name -> sluice.v1.SubscriptionInfo
-	37,  // 53: sluice.v1.ListSubscriptionsResponse.subscriptions:type_name -> sluice.v1.SubscriptionInfo
-	37,  // 54: sluice.v1.GetSubscriptionResponse.subscription:type_name -> sluice.v1.SubscriptionInfo
-	30,  // 55: sluice.v1.SeekSubscriptionRequest.to:type_name -> sluice.v1.StartAt
-	40,  // 56: sluice.v1.ListParkedKeysResponse.keys:type_name -> sluice.v1.ParkedKey
-	41,  // 57: sluice.v1.ListDeadLettersRequest.query:type_name -> sluice.v1.DeadLetterQuery
-	43,  // 58: sluice.v1.ListDeadLettersResponse.dead_letters:type_name -> sluice.v1.DeadLetter
-	43,  // 59: sluice.v1.GetDeadLetterResponse.dead_letter:type_name -> sluice.v1.DeadLetter
-	41,  // 60: sluice.v1.RedriveDeadLettersRequest.query:type_name -> sluice.v1.DeadLetterQuery
-	31,  // 61: sluice.v1.Delivery.record:type_name -> sluice.v1.Record
-	91,  // 62: sluice.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	66,  // 63: sluice.v1.FetchRequest.consumer:type_name -> sluice.v1.Consumer
-	64,  // 64: sluice.v1.FetchResponse.deliveries:type_name -> sluice.v1.Delivery
-	66,  // 65: sluice.v1.AckRequest.consumer:type_name -> sluice.v1.Consumer
-	65,  // 66: sluice.v1.AckRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	66,  // 67: sluice.v1.NackRequest.consumer:type_name -> sluice.v1.Consumer
-	65,  // 68: sluice.v1.NackRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	90,  // 69: sluice.v1.NackRequest.delay:type_name -> google.protobuf.Duration
-	66,  // 70: sluice.v1.TermRequest.consumer:type_name -> sluice.v1.Consumer
-	65,  // 71: sluice.v1.TermRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	66,  // 72: sluice.v1.ExtendRequest.consumer:type_name -> sluice.v1.Consumer
-	65,  // 73: sluice.v1.ExtendRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	90,  // 74: sluice.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
-	91,  // 75: sluice.v1.ExtendResponse.deadline:type_name -> google.protobuf.Timestamp
-	22,  // 76: sluice.v1.ScheduleConfig.message:type_name -> sluice.v1.Message
-	90,  // 77: sluice.v1.ScheduleConfig.every:type_name -> google.protobuf.Duration
-	5,   // 78: sluice.v1.ScheduleConfig.missed:type_name -> sluice.v1.MissedPolicy
-	77,  // 79: sluice.v1.ScheduleInfo.config:type_name -> sluice.v1.ScheduleConfig
-	91,  // 80: sluice.v1.ScheduleInfo.next_fire:type_name -> google.protobuf.Timestamp
-	91,  // 81: sluice.v1.ScheduleInfo.last_tick:type_name -> google.protobuf.Timestamp
-	77,  // 82: sluice.v1.CreateScheduleRequest.config:type_name -> sluice.v1.ScheduleConfig
-	78,  // 83: sluice.v1.CreateScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
-	78,  // 84: sluice.v1.PauseScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
-	78,  // 85: sluice.v1.ListSchedulesResponse.schedules:type_name -> sluice.v1.ScheduleInfo
-	90,  // 86: sluice.v1.StreamFull.waited:type_name -> google.protobuf.Duration
-	90,  // 87: sluice.v1.RetryInfo.retry_after:type_name -> google.protobuf.Duration
-	11,  // 88: sluice.v1.StreamService.CreateStream:input_type -> sluice.v1.CreateStreamRequest
-	13,  // 89: sluice.v1.StreamService.UpdateStream:input_type -> sluice.v1.UpdateStreamRequest
-	15,  // 90: sluice.v1.StreamService.DeleteStream:input_type -> sluice.v1.DeleteStreamRequest
-	17,  // 91: sluice.v1.StreamService.ListStreams:input_type -> sluice.v1.ListStreamsRequest
-	19,  // 92: sluice.v1.StreamService.GetStream:input_type -> sluice.v1.GetStreamRequest
-	24,  // 93: sluice.v1.PublishService.Publish:input_type -> sluice.v1.PublishRequest
-	26,  // 94: sluice.v1.PublishService.PublishBatch:input_type -> sluice.v1.PublishBatchRequest
-	28,  // 95: sluice.v1.PublishService.PublishStream:input_type -> sluice.v1.PublishStreamRequest
-	32,  // 96: sluice.v1.ReadService.Read:input_type -> sluice.v1.ReadRequest
-	34,  // 97: sluice.v1.ReadService.SubscribeLive:input_type -> sluice.v1.SubscribeLiveRequest
-	44,  // 98: sluice.v1.SubscriptionService.CreateSubscription:input_type -> sluice.v1.CreateSubscriptionRequest
-	46,  // 99: sluice.v1.SubscriptionService.DeleteSubscription:input_type -> sluice.v1.DeleteSubscriptionRequest
-	48,  // 100: sluice.v1.SubscriptionService.ListSubscriptions:input_type -> sluice.v1.ListSubscriptionsRequest
-	50,  // 101: sluice.v1.SubscriptionService.GetSubscription:input_type -> sluice.v1.GetSubscriptionRequest
-	52,  // 102: sluice.v1.SubscriptionService.SeekSubscription:input_type -> sluice.v1.SeekSubscriptionRequest
-	54,  // 103: sluice.v1.SubscriptionService.ListParkedKeys:input_type -> sluice.v1.ListParkedKeysRequest
-	56,  // 104: sluice.v1.SubscriptionService.ListDeadLetters:input_type -> sluice.v1.ListDeadLettersRequest
-	58,  // 105: sluice.v1.SubscriptionService.GetDeadLetter:input_type -> sluice.v1.GetDeadLetterRequest
-	60,  // 106: sluice.v1.SubscriptionService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	62,  // 107: sluice.v1.SubscriptionService.PurgeDeadLetters:input_type -> sluice.v1.PurgeDeadLettersRequest
-	67,  // 108: sluice.v1.ConsumerService.Fetch:input_type -> sluice.v1.FetchRequest
-	69,  // 109: sluice.v1.ConsumerService.Ack:input_type -> sluice.v1.AckRequest
-	71,  // 110: sluice.v1.ConsumerService.Nack:input_type -> sluice.v1.NackRequest
-	73,  // 111: sluice.v1.ConsumerService.Term:input_type -> sluice.v1.TermRequest
-	75,  // 112: sluice.v1.ConsumerService.Extend:input_type -> sluice.v1.ExtendRequest
-	79,  // 113: sluice.v1.ScheduleService.CreateSchedule:input_type -> sluice.v1.CreateScheduleRequest
-	81,  // 114: sluice.v1.ScheduleService.PauseSchedule:input_type -> sluice.v1.PauseScheduleRequest
-	83,  // 115: sluice.v1.ScheduleService.DeleteSchedule:input_type -> sluice.v1.DeleteScheduleRequest
-	85,  // 116: sluice.v1.ScheduleService.ListSchedules:input_type -> sluice.v1.ListSchedulesRequest
-	12,  // 117: sluice.v1.StreamService.CreateStream:output_type -> sluice.v1.CreateStreamResponse
-	14,  // 118: sluice.v1.StreamService.UpdateStream:output_type -> sluice.v1.UpdateStreamResponse
-	16,  // 119: sluice.v1.StreamService.DeleteStream:output_type -> sluice.v1.DeleteStreamResponse
-	18,  // 120: sluice.v1.StreamService.ListStreams:output_type -> sluice.v1.ListStreamsResponse
-	20,  // 121: sluice.v1.StreamService.GetStream:output_type -> sluice.v1.GetStreamResponse
-	25,  // 122: sluice.v1.PublishService.Publish:output_type -> sluice.v1.PublishResponse
-	27,  // 123: sluice.v1.PublishService.PublishBatch:output_type -> sluice.v1.PublishBatchResponse
-	29,  // 124: sluice.v1.PublishService.PublishStream:output_type -> sluice.v1.PublishStreamResponse
-	33,  // 125: sluice.v1.ReadService.Read:output_type -> sluice.v1.ReadResponse
-	35,  // 126: sluice.v1.ReadService.SubscribeLive:output_type -> sluice.v1.SubscribeLiveResponse
-	45,  // 127: sluice.v1.SubscriptionService.CreateSubscription:output_type -> sluice.v1.CreateSubscriptionResponse
-	47,  // 128: sluice.v1.SubscriptionService.DeleteSubscription:output_type -> sluice.v1.DeleteSubscriptionResponse
-	49,  // 129: sluice.v1.SubscriptionService.ListSubscriptions:output_type -> sluice.v1.ListSubscriptionsResponse
-	51,  // 130: sluice.v1.SubscriptionService.GetSubscription:output_type -> sluice.v1.GetSubscriptionResponse
-	53,  // 131: sluice.v1.SubscriptionService.SeekSubscription:output_type -> sluice.v1.SeekSubscriptionResponse
-	55,  // 132: sluice.v1.SubscriptionService.ListParkedKeys:output_type -> sluice.v1.ListParkedKeysResponse
-	57,  // 133: sluice.v1.SubscriptionService.ListDeadLetters:output_type -> sluice.v1.ListDeadLettersResponse
-	59,  // 134: sluice.v1.SubscriptionService.GetDeadLetter:output_type -> sluice.v1.GetDeadLetterResponse
-	61,  // 135: sluice.v1.SubscriptionService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	63,  // 136: sluice.v1.SubscriptionService.PurgeDeadLetters:output_type -> sluice.v1.PurgeDeadLettersResponse
-	68,  // 137: sluice.v1.ConsumerService.Fetch:output_type -> sluice.v1.FetchResponse
-	70,  // 138: sluice.v1.ConsumerService.Ack:output_type -> sluice.v1.AckResponse
-	72,  // 139: sluice.v1.ConsumerService.Nack:output_type -> sluice.v1.NackResponse
-	74,  // 140: sluice.v1.ConsumerService.Term:output_type -> sluice.v1.TermResponse
-	76,  // 141: sluice.v1.ConsumerService.Extend:output_type -> sluice.v1.ExtendResponse
-	80,  // 142: sluice.v1.ScheduleService.CreateSchedule:output_type -> sluice.v1.CreateScheduleResponse
-	82,  // 143: sluice.v1.ScheduleService.PauseSchedule:output_type -> sluice.v1.PauseScheduleResponse
-	84,  // 144: sluice.v1.ScheduleService.DeleteSchedule:output_type -> sluice.v1.DeleteScheduleResponse
-	86,  // 145: sluice.v1.ScheduleService.ListSchedules:output_type -> sluice.v1.ListSchedulesResponse
-	117, // [117:146] is the sub-list for method output_type
-	88,  // [88:117] is the sub-list for method input_type
-	88,  // [88:88] is the sub-list for extension type_name
-	88,  // [88:88] is the sub-list for extension extendee
-	0,   // [0:88] is the sub-list for field type_name
+	37,  // 40: sluice.v1.SubscriptionInfo.config:type_name -> sluice.v1.SubscriptionConfig
+	97,  // 41: sluice.v1.SubscriptionInfo.next_due:type_name -> google.protobuf.Timestamp
+	97,  // 42: sluice.v1.SubscriptionInfo.oldest_unsettled:type_name -> google.protobuf.Timestamp
+	39,  // 43: sluice.v1.SubscriptionInfo.members:type_name -> sluice.v1.GroupMember
+	40,  // 44: sluice.v1.SubscriptionInfo.partitions:type_name -> sluice.v1.SubscriptionPartition
+	97,  // 45: sluice.v1.GroupMember.last_seen:type_name -> google.protobuf.Timestamp
+	97,  // 46: sluice.v1.ParkedKey.not_before:type_name -> google.protobuf.Timestamp
+	97,  // 47: sluice.v1.DeadLetterAttempt.at:type_name -> google.protobuf.Timestamp
+	24,  // 48: sluice.v1.DeadLetter.source:type_name -> sluice.v1.Position
+	43,  // 49: sluice.v1.DeadLetter.attempts:type_name -> sluice.v1.DeadLetterAttempt
+	32,  // 50: sluice.v1.DeadLetter.message:type_name -> sluice.v1.Record
+	37,  // 51: sluice.v1.CreateSubscriptionRequest.config:type_name -> sluice.v1.SubscriptionConfig
+	38,  // 52: sluice.v1.CreateSubscriptionResponse.subscription:type_name -> sluice.v1.SubscriptionInfo
+	38,  // 53: sluice.v1.ListSubscriptionsResponse.subscriptions:type_name -> sluice.v1.SubscriptionInfo
+	38,  // 54: sluice.v1.GetSubscriptionResponse.subscription:type_name -> sluice.v1.SubscriptionInfo
+	31,  // 55: sluice.v1.SeekSubscriptionRequest.to:type_name -> sluice.v1.StartAt
+	41,  // 56: sluice.v1.ListParkedKeysResponse.keys:type_name -> sluice.v1.ParkedKey
+	42,  // 57: sluice.v1.ListDeadLettersRequest.query:type_name -> sluice.v1.DeadLetterQuery
+	44,  // 58: sluice.v1.ListDeadLettersResponse.dead_letters:type_name -> sluice.v1.DeadLetter
+	44,  // 59: sluice.v1.GetDeadLetterResponse.dead_letter:type_name -> sluice.v1.DeadLetter
+	42,  // 60: sluice.v1.RedriveDeadLettersRequest.query:type_name -> sluice.v1.DeadLetterQuery
+	32,  // 61: sluice.v1.Delivery.record:type_name -> sluice.v1.Record
+	97,  // 62: sluice.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	67,  // 63: sluice.v1.FetchRequest.consumer:type_name -> sluice.v1.Consumer
+	96,  // 64: sluice.v1.FetchRequest.wait:type_name -> google.protobuf.Duration
+	65,  // 65: sluice.v1.FetchResponse.deliveries:type_name -> sluice.v1.Delivery
+	67,  // 66: sluice.v1.AckRequest.consumer:type_name -> sluice.v1.Consumer
+	66,  // 67: sluice.v1.AckRequest.delivery:type_name -> sluice.v1.DeliveryRef
+	67,  // 68: sluice.v1.NackRequest.consumer:type_name -> sluice.v1.Consumer
+	66,  // 69: sluice.v1.NackRequest.delivery:type_name -> sluice.v1.DeliveryRef
+	96,  // 70: sluice.v1.NackRequest.delay:type_name -> google.protobuf.Duration
+	67,  // 71: sluice.v1.TermRequest.consumer:type_name -> sluice.v1.Consumer
+	66,  // 72: sluice.v1.TermRequest.delivery:type_name -> sluice.v1.DeliveryRef
+	67,  // 73: sluice.v1.ExtendRequest.consumer:type_name -> sluice.v1.Consumer
+	66,  // 74: sluice.v1.ExtendRequest.delivery:type_name -> sluice.v1.DeliveryRef
+	96,  // 75: sluice.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
+	97,  // 76: sluice.v1.ExtendResponse.deadline:type_name -> google.protobuf.Timestamp
+	66,  // 77: sluice.v1.Settlement.delivery:type_name -> sluice.v1.DeliveryRef
+	5,   // 78: sluice.v1.Settlement.action:type_name -> sluice.v1.SettleAction
+	96,  // 79: sluice.v1.Settlement.delay:type_name -> google.protobuf.Duration
+	96,  // 80: sluice.v1.Settlement.by:type_name -> google.protobuf.Duration
+	93,  // 81: sluice.v1.Status.field_violation:type_name -> sluice.v1.FieldViolation
+	79,  // 82: sluice.v1.SettlementResult.error:type_name -> sluice.v1.Status
+	97,  // 83: sluice.v1.SettlementResult.deadline:type_name -> google.protobuf.Timestamp
+	67,  // 84: sluice.v1.ConsumeRequest.consumer:type_name -> sluice.v1.Consumer
+	78,  // 85: sluice.v1.ConsumeRequest.settlements:type_name -> sluice.v1.Settlement
+	65,  // 86: sluice.v1.ConsumeResponse.deliveries:type_name -> sluice.v1.Delivery
+	80,  // 87: sluice.v1.ConsumeResponse.results:type_name -> sluice.v1.SettlementResult
+	23,  // 88: sluice.v1.ScheduleConfig.message:type_name -> sluice.v1.Message
+	96,  // 89: sluice.v1.ScheduleConfig.every:type_name -> google.protobuf.Duration
+	6,   // 90: sluice.v1.ScheduleConfig.missed:type_name -> sluice.v1.MissedPolicy
+	83,  // 91: sluice.v1.ScheduleInfo.config:type_name -> sluice.v1.ScheduleConfig
+	97,  // 92: sluice.v1.ScheduleInfo.next_fire:type_name -> google.protobuf.Timestamp
+	97,  // 93: sluice.v1.ScheduleInfo.last_tick:type_name -> google.protobuf.Timestamp
+	83,  // 94: sluice.v1.CreateScheduleRequest.config:type_name -> sluice.v1.ScheduleConfig
+	84,  // 95: sluice.v1.CreateScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
+	84,  // 96: sluice.v1.PauseScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
+	84,  // 97: sluice.v1.ListSchedulesResponse.schedules:type_name -> sluice.v1.ScheduleInfo
+	96,  // 98: sluice.v1.StreamFull.waited:type_name -> google.protobuf.Duration
+	96,  // 99: sluice.v1.RetryInfo.retry_after:type_name -> google.protobuf.Duration
+	12,  // 100: sluice.v1.StreamService.CreateStream:input_type -> sluice.v1.CreateStreamRequest
+	14,  // 101: sluice.v1.StreamService.UpdateStream:input_type -> sluice.v1.UpdateStreamRequest
+	16,  // 102: sluice.v1.StreamService.DeleteStream:input_type -> sluice.v1.DeleteStreamRequest
+	18,  // 103: sluice.v1.StreamService.ListStreams:input_type -> sluice.v1.ListStreamsRequest
+	20,  // 104: sluice.v1.StreamService.GetStream:input_type -> sluice.v1.GetStreamRequest
+	25,  // 105: sluice.v1.PublishService.Publish:input_type -> sluice.v1.PublishRequest
+	27,  // 106: sluice.v1.PublishService.PublishBatch:input_type -> sluice.v1.PublishBatchRequest
+	29,  // 107: sluice.v1.PublishService.PublishStream:input_type -> sluice.v1.PublishStreamRequest
+	33,  // 108: sluice.v1.ReadService.Read:input_type -> sluice.v1.ReadRequest
+	35,  // 109: sluice.v1.ReadService.SubscribeLive:input_type -> sluice.v1.SubscribeLiveRequest
+	45,  // 110: sluice.v1.SubscriptionService.CreateSubscription:input_type -> sluice.v1.CreateSubscriptionRequest
+	47,  // 111: sluice.v1.SubscriptionService.DeleteSubscription:input_type -> sluice.v1.DeleteSubscriptionRequest
+	49,  // 112: sluice.v1.SubscriptionService.ListSubscriptions:input_type -> sluice.v1.ListSubscriptionsRequest
+	51,  // 113: sluice.v1.SubscriptionService.GetSubscription:input_type -> sluice.v1.GetSubscriptionRequest
+	53,  // 114: sluice.v1.SubscriptionService.SeekSubscription:input_type -> sluice.v1.SeekSubscriptionRequest
+	55,  // 115: sluice.v1.SubscriptionService.ListParkedKeys:input_type -> sluice.v1.ListParkedKeysRequest
+	57,  // 116: sluice.v1.SubscriptionService.ListDeadLetters:input_type -> sluice.v1.ListDeadLettersRequest
+	59,  // 117: sluice.v1.SubscriptionService.GetDeadLetter:input_type -> sluice.v1.GetDeadLetterRequest
+	61,  // 118: sluice.v1.SubscriptionService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	63,  // 119: sluice.v1.SubscriptionService.PurgeDeadLetters:input_type -> sluice.v1.PurgeDeadLettersRequest
+	81,  // 120: sluice.v1.ConsumerService.Consume:input_type -> sluice.v1.ConsumeRequest
+	68,  // 121: sluice.v1.ConsumerService.Fetch:input_type -> sluice.v1.FetchRequest
+	70,  // 122: sluice.v1.ConsumerService.Ack:input_type -> sluice.v1.AckRequest
+	72,  // 123: sluice.v1.ConsumerService.Nack:input_type -> sluice.v1.NackRequest
+	74,  // 124: sluice.v1.ConsumerService.Term:input_type -> sluice.v1.TermRequest
+	76,  // 125: sluice.v1.ConsumerService.Extend:input_type -> sluice.v1.ExtendRequest
+	85,  // 126: sluice.v1.ScheduleService.CreateSchedule:input_type -> sluice.v1.CreateScheduleRequest
+	87,  // 127: sluice.v1.ScheduleService.PauseSchedule:input_type -> sluice.v1.PauseScheduleRequest
+	89,  // 128: sluice.v1.ScheduleService.DeleteSchedule:input_type -> sluice.v1.DeleteScheduleRequest
+	91,  // 129: sluice.v1.ScheduleService.ListSchedules:input_type -> sluice.v1.ListSchedulesRequest
+	13,  // 130: sluice.v1.StreamService.CreateStream:output_type -> sluice.v1.CreateStreamResponse
+	15,  // 131: sluice.v1.StreamService.UpdateStream:output_type -> sluice.v1.UpdateStreamResponse
+	17,  // 132: sluice.v1.StreamService.DeleteStream:output_type -> sluice.v1.DeleteStreamResponse
+	19,  // 133: sluice.v1.StreamService.ListStreams:output_type -> sluice.v1.ListStreamsResponse
+	21,  // 134: sluice.v1.StreamService.GetStream:output_type -> sluice.v1.GetStreamResponse
+	26,  // 135: sluice.v1.PublishService.Publish:output_type -> sluice.v1.PublishResponse
+	28,  // 136: sluice.v1.PublishService.PublishBatch:output_type -> sluice.v1.PublishBatchResponse
+	30,  // 137: sluice.v1.PublishService.PublishStream:output_type -> sluice.v1.PublishStreamResponse
+	34,  // 138: sluice.v1.ReadService.Read:output_type -> sluice.v1.ReadResponse
+	36,  // 139: sluice.v1.ReadService.SubscribeLive:output_type -> sluice.v1.SubscribeLiveResponse
+	46,  // 140: sluice.v1.SubscriptionService.CreateSubscription:output_type -> sluice.v1.CreateSubscriptionResponse
+	48,  // 141: sluice.v1.SubscriptionService.DeleteSubscription:output_type -> sluice.v1.DeleteSubscriptionResponse
+	50,  // 142: sluice.v1.SubscriptionService.ListSubscriptions:output_type -> sluice.v1.ListSubscriptionsResponse
+	52,  // 143: sluice.v1.SubscriptionService.GetSubscription:output_type -> sluice.v1.GetSubscriptionResponse
+	54,  // 144: sluice.v1.SubscriptionService.SeekSubscription:output_type -> sluice.v1.SeekSubscriptionResponse
+	56,  // 145: sluice.v1.SubscriptionService.ListParkedKeys:output_type -> sluice.v1.ListParkedKeysResponse
+	58,  // 146: sluice.v1.SubscriptionService.ListDeadLetters:output_type -> sluice.v1.ListDeadLettersResponse
+	60,  // 147: sluice.v1.SubscriptionService.GetDeadLetter:output_type -> sluice.v1.GetDeadLetterResponse
+	62,  // 148: sluice.v1.SubscriptionService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	64,  // 149: sluice.v1.SubscriptionService.PurgeDeadLetters:output_type -> sluice.v1.PurgeDeadLettersResponse
+	82,  // 150: sluice.v1.ConsumerService.Consume:output_type -> sluice.v1.ConsumeResponse
+	69,  // 151: sluice.v1.ConsumerService.Fetch:output_type -> sluice.v1.FetchResponse
+	71,  // 152: sluice.v1.ConsumerService.Ack:output_type -> sluice.v1.AckResponse
+	73,  // 153: sluice.v1.ConsumerService.Nack:output_type -> sluice.v1.NackResponse
+	75,  // 154: sluice.v1.ConsumerService.Term:output_type -> sluice.v1.TermResponse
+	77,  // 155: sluice.v1.ConsumerService.Extend:output_type -> sluice.v1.ExtendResponse
+	86,  // 156: sluice.v1.ScheduleService.CreateSchedule:output_type -> sluice.v1.CreateScheduleResponse
+	88,  // 157: sluice.v1.ScheduleService.PauseSchedule:output_type -> sluice.v1.PauseScheduleResponse
+	90,  // 158: sluice.v1.ScheduleService.DeleteSchedule:output_type -> sluice.v1.DeleteScheduleResponse
+	92,  // 159: sluice.v1.ScheduleService.ListSchedules:output_type -> sluice.v1.ListSchedulesResponse
+	130, // [130:160] is the sub-list for method output_type
+	100, // [100:130] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }
@@ -6076,8 +6527,8 @@ func file_sluice_v1_sluice_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   84,
+			NumEnums:      7,
+			NumMessages:   89,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -9,9 +9,8 @@
 // or HTTP/2 (unencrypted HTTP/2 too, so gRPC works without TLS). Bidirectional
 // streams need HTTP/2.
 //
-// Served now: StreamService, PublishService, ReadService. SubscriptionService,
-// ConsumerService and ScheduleService are the rest of the design; a server that
-// does not serve one yet answers its RPCs with code unimplemented.
+// Every service is served. Unary calls suit curl and scripts; the streams
+// (PublishStream, Read, SubscribeLive, Consume) suit programs, and need HTTP/2.
 //
 // Errors carry a code and a message that names the field or limit at fault:
 //
@@ -130,6 +129,8 @@ const (
 	// SubscriptionServicePurgeDeadLettersProcedure is the fully-qualified name of the
 	// SubscriptionService's PurgeDeadLetters RPC.
 	SubscriptionServicePurgeDeadLettersProcedure = "/sluice.v1.SubscriptionService/PurgeDeadLetters"
+	// ConsumerServiceConsumeProcedure is the fully-qualified name of the ConsumerService's Consume RPC.
+	ConsumerServiceConsumeProcedure = "/sluice.v1.ConsumerService/Consume"
 	// ConsumerServiceFetchProcedure is the fully-qualified name of the ConsumerService's Fetch RPC.
 	ConsumerServiceFetchProcedure = "/sluice.v1.ConsumerService/Fetch"
 	// ConsumerServiceAckProcedure is the fully-qualified name of the ConsumerService's Ack RPC.
@@ -936,8 +937,17 @@ func (UnimplementedSubscriptionServiceHandler) PurgeDeadLetters(context.Context,
 
 // ConsumerServiceClient is a client for the sluice.v1.ConsumerService service.
 type ConsumerServiceClient interface {
+	// Consume is a consumer over one stream (HTTP/2), with credit-based flow
+	// control and in-band settlements. The first request names the consumer. The
+	// server sends deliveries while the consumer has credit: each request's credit
+	// adds to it (outstanding credit at most 10,000) and each delivery sent uses
+	// one. Settlements are applied in the order they arrive, and each is answered
+	// by its id in a later response. When the call ends, the deliveries not
+	// settled are redelivered once their leases expire; a partitioned consumer
+	// leaves its group at once.
+	Consume(context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse]
 	// Fetch returns up to max deliveries, waiting until there is at least one or
-	// the call's deadline passes.
+	// its wait passes (then the answer is empty).
 	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
 	// Ack settles a delivery as done. failed_precondition when its lease is no
 	// longer held (expired and handed to another consumer).
@@ -962,6 +972,12 @@ func NewConsumerServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 	baseURL = strings.TrimRight(baseURL, "/")
 	consumerServiceMethods := v1.File_sluice_v1_sluice_proto.Services().ByName("ConsumerService").Methods()
 	return &consumerServiceClient{
+		consume: connect.NewClient[v1.ConsumeRequest, v1.ConsumeResponse](
+			httpClient,
+			baseURL+ConsumerServiceConsumeProcedure,
+			connect.WithSchema(consumerServiceMethods.ByName("Consume")),
+			connect.WithClientOptions(opts...),
+		),
 		fetch: connect.NewClient[v1.FetchRequest, v1.FetchResponse](
 			httpClient,
 			baseURL+ConsumerServiceFetchProcedure,
@@ -997,11 +1013,17 @@ func NewConsumerServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 
 // consumerServiceClient implements ConsumerServiceClient.
 type consumerServiceClient struct {
-	fetch  *connect.Client[v1.FetchRequest, v1.FetchResponse]
-	ack    *connect.Client[v1.AckRequest, v1.AckResponse]
-	nack   *connect.Client[v1.NackRequest, v1.NackResponse]
-	term   *connect.Client[v1.TermRequest, v1.TermResponse]
-	extend *connect.Client[v1.ExtendRequest, v1.ExtendResponse]
+	consume *connect.Client[v1.ConsumeRequest, v1.ConsumeResponse]
+	fetch   *connect.Client[v1.FetchRequest, v1.FetchResponse]
+	ack     *connect.Client[v1.AckRequest, v1.AckResponse]
+	nack    *connect.Client[v1.NackRequest, v1.NackResponse]
+	term    *connect.Client[v1.TermRequest, v1.TermResponse]
+	extend  *connect.Client[v1.ExtendRequest, v1.ExtendResponse]
+}
+
+// Consume calls sluice.v1.ConsumerService.Consume.
+func (c *consumerServiceClient) Consume(ctx context.Context) *connect.BidiStreamForClient[v1.ConsumeRequest, v1.ConsumeResponse] {
+	return c.consume.CallBidiStream(ctx)
 }
 
 // Fetch calls sluice.v1.ConsumerService.Fetch.
@@ -1031,8 +1053,17 @@ func (c *consumerServiceClient) Extend(ctx context.Context, req *connect.Request
 
 // ConsumerServiceHandler is an implementation of the sluice.v1.ConsumerService service.
 type ConsumerServiceHandler interface {
+	// Consume is a consumer over one stream (HTTP/2), with credit-based flow
+	// control and in-band settlements. The first request names the consumer. The
+	// server sends deliveries while the consumer has credit: each request's credit
+	// adds to it (outstanding credit at most 10,000) and each delivery sent uses
+	// one. Settlements are applied in the order they arrive, and each is answered
+	// by its id in a later response. When the call ends, the deliveries not
+	// settled are redelivered once their leases expire; a partitioned consumer
+	// leaves its group at once.
+	Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error
 	// Fetch returns up to max deliveries, waiting until there is at least one or
-	// the call's deadline passes.
+	// its wait passes (then the answer is empty).
 	Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error)
 	// Ack settles a delivery as done. failed_precondition when its lease is no
 	// longer held (expired and handed to another consumer).
@@ -1053,6 +1084,12 @@ type ConsumerServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewConsumerServiceHandler(svc ConsumerServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	consumerServiceMethods := v1.File_sluice_v1_sluice_proto.Services().ByName("ConsumerService").Methods()
+	consumerServiceConsumeHandler := connect.NewBidiStreamHandler(
+		ConsumerServiceConsumeProcedure,
+		svc.Consume,
+		connect.WithSchema(consumerServiceMethods.ByName("Consume")),
+		connect.WithHandlerOptions(opts...),
+	)
 	consumerServiceFetchHandler := connect.NewUnaryHandler(
 		ConsumerServiceFetchProcedure,
 		svc.Fetch,
@@ -1085,6 +1122,8 @@ func NewConsumerServiceHandler(svc ConsumerServiceHandler, opts ...connect.Handl
 	)
 	return "/sluice.v1.ConsumerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case ConsumerServiceConsumeProcedure:
+			consumerServiceConsumeHandler.ServeHTTP(w, r)
 		case ConsumerServiceFetchProcedure:
 			consumerServiceFetchHandler.ServeHTTP(w, r)
 		case ConsumerServiceAckProcedure:
@@ -1103,6 +1142,10 @@ func NewConsumerServiceHandler(svc ConsumerServiceHandler, opts ...connect.Handl
 
 // UnimplementedConsumerServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedConsumerServiceHandler struct{}
+
+func (UnimplementedConsumerServiceHandler) Consume(context.Context, *connect.BidiStream[v1.ConsumeRequest, v1.ConsumeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.ConsumerService.Consume is not implemented"))
+}
 
 func (UnimplementedConsumerServiceHandler) Fetch(context.Context, *connect.Request[v1.FetchRequest]) (*connect.Response[v1.FetchResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.ConsumerService.Fetch is not implemented"))
