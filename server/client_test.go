@@ -15,7 +15,6 @@ import (
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
-	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
 )
 
 // Tests through the generated Go clients, over each protocol.
