@@ -25,6 +25,7 @@ type Client struct {
 	publish sluicev1connect.PublishServiceClient
 	read    sluicev1connect.ReadServiceClient
 	subs    sluicev1connect.SubscriptionServiceClient
+	cons    sluicev1connect.ConsumerServiceClient
 	sched   sluicev1connect.ScheduleServiceClient
 
 	// closed is cancelled by Close: the readers' streams end with it.
@@ -50,13 +51,23 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	}
 	base := addr
 	if !strings.Contains(addr, "://") {
-		base = "http://" + addr
+		if o.tls != nil {
+			base = "https://" + addr
+		} else {
+			base = "http://" + addr
+		}
 	}
 	c := &Client{opts: o, hc: o.httpClient}
 	if c.hc == nil {
 		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		c.hc = &http.Client{Transport: &http.Transport{Protocols: &p}}
+		tr := &http.Transport{Protocols: &p}
+		if o.tls != nil {
+			p.SetHTTP2(true)
+			tr.TLSClientConfig = o.tls.Clone()
+		} else {
+			p.SetUnencryptedHTTP2(true)
+		}
+		c.hc = &http.Client{Transport: tr}
 		c.own = true
 	}
 	copts := []connect.ClientOption{connect.WithInterceptors(interceptor{&c.opts})}
@@ -67,6 +78,7 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	c.publish = sluicev1connect.NewPublishServiceClient(c.hc, base, copts...)
 	c.read = sluicev1connect.NewReadServiceClient(c.hc, base, copts...)
 	c.subs = sluicev1connect.NewSubscriptionServiceClient(c.hc, base, copts...)
+	c.cons = sluicev1connect.NewConsumerServiceClient(c.hc, base, copts...)
 	c.sched = sluicev1connect.NewScheduleServiceClient(c.hc, base, copts...)
 	c.closed, c.close = context.WithCancel(context.Background())
 	return c, nil

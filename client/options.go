@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"time"
@@ -26,6 +27,7 @@ type options struct {
 	grpc       bool
 	timeout    time.Duration
 	token      string
+	tls        *tls.Config
 }
 
 // WithHTTPClient makes the client send its calls through hc instead of its own
@@ -47,10 +49,18 @@ func WithTimeout(d time.Duration) Option {
 	return func(o *options) { o.timeout = d }
 }
 
-// WithToken sends "Authorization: Bearer <token>" with every call. The server
-// does not check it yet. At most MaxTokenBytes.
+// WithToken sends "Authorization: Bearer <token>" with every call: the server
+// checks it when it is configured with tokens. At most MaxTokenBytes.
 func WithToken(token string) Option {
 	return func(o *options) { o.token = token }
+}
+
+// WithTLS makes the client speak HTTPS (HTTP/2 over TLS) with cfg: its
+// RootCAs to trust the server's certificate, its Certificates to present a
+// client certificate. An address without a scheme then means https://. Not
+// with WithHTTPClient, whose transport has its own TLS settings.
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tls = cfg }
 }
 
 func defaultOptions() options {
@@ -72,6 +82,9 @@ func (o *options) limits() []struct {
 }
 
 func (o *options) validate() error {
+	if o.tls != nil && o.httpClient != nil {
+		return &sluice.InvalidError{Field: "WithTLS", Reason: "not with WithHTTPClient: set TLS on that client's transport"}
+	}
 	for _, l := range o.limits() {
 		if l.v < l.lo || l.v > l.hi {
 			if l.field == "WithTimeout" {
