@@ -221,11 +221,14 @@ func TestErrors(t *testing.T) {
 			if !errors.As(err, &fe) || fe.Stream != "small" || fe.Limit != "MaxMessages" || fe.Bound != 1 || fe.RetryAfter <= 0 || !errors.Is(err, sluice.ErrStreamFull) {
 				t.Fatalf("full: %v (%+v)", err, fe)
 			}
-			if _, err := c.ListSchedules(ctx(t)); !errors.Is(err, client.ErrUnimplemented) {
-				t.Fatalf("schedules: %v, want ErrUnimplemented", err)
+			if _, err := c.Subscription(ctx(t), "small", "x"); !errors.Is(err, sluice.ErrSubscriptionNotFound) {
+				t.Fatalf("subscription: %v, want ErrSubscriptionNotFound", err)
 			}
-			if _, err := c.Subscription(ctx(t), "small", "x"); !errors.Is(err, client.ErrUnimplemented) {
-				t.Fatalf("subscription: %v, want ErrUnimplemented", err)
+			if _, err := c.NewConsumer(ctx(t), "small", "x", sluice.ConsumerConfig{}); !errors.Is(err, sluice.ErrSubscriptionNotFound) {
+				t.Fatalf("consumer: %v, want ErrSubscriptionNotFound", err)
+			}
+			if err := c.DeleteSchedule(ctx(t), "x"); !errors.Is(err, sluice.ErrScheduleNotFound) {
+				t.Fatalf("schedule: %v, want ErrScheduleNotFound", err)
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 
 	"connectrpc.com/connect"
 
@@ -11,10 +10,7 @@ import (
 	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
-// The subscription, consumer and schedule calls. The server answers them
-// unimplemented for now, which comes back as an error matching
-// ErrUnimplemented; they are called all the same, so that a client works
-// unchanged against a server that serves them.
+// The subscription, dead-letter and schedule calls.
 
 func subscriptionConfigTo(c sluice.SubscriptionConfig) (*sluicev1.SubscriptionConfig, error) {
 	out := &sluicev1.SubscriptionConfig{
@@ -262,17 +258,6 @@ func (c *Client) PurgeDeadLetters(ctx context.Context, stream, subscription stri
 		return 0, mapError("PurgeDeadLetters", err)
 	}
 	return res.Msg.GetStart(), nil
-}
-
-// NewConsumer opens a consumer on a subscription. The client has no network
-// consumer (over ConsumerService's Fetch, Ack, Nack, Term, Extend) yet: it
-// looks the subscription up, so that a server without subscriptions answers
-// with its own error, and otherwise fails with ErrUnimplemented.
-func (c *Client) NewConsumer(ctx context.Context, stream, subscription string, cfg sluice.ConsumerConfig) (sluice.Consumer, error) {
-	if _, err := c.Subscription(ctx, stream, subscription); err != nil {
-		return nil, err
-	}
-	return nil, fmt.Errorf("client: NewConsumer: the network consumer is not in this client yet: %w", ErrUnimplemented)
 }
 
 // CreateSchedule creates a schedule that publishes a message periodically.
