@@ -25,6 +25,12 @@ var (
 	// ErrCorrupt is returned when stored data fails its checksum. The bytes are never
 	// returned as data.
 	ErrCorrupt = logstore.ErrCorrupt
+	// ErrUnauthenticated is matched by the error of a call to a server that
+	// requires a token when none, or an unknown one, was sent.
+	ErrUnauthenticated = errors.New("sluice: unauthenticated")
+	// ErrPermissionDenied is matched by the error of a call whose token lacks the
+	// permission the call needs on its stream; the message names both.
+	ErrPermissionDenied = errors.New("sluice: permission denied")
 )
 
 // InvalidError reports an argument or configuration field that breaks a rule or a

@@ -36,6 +36,8 @@ var codes = map[connect.Code]error{
 	connect.CodeUnavailable:        sluice.ErrUnavailable,
 	connect.CodeUnimplemented:      ErrUnimplemented,
 	connect.CodeCanceled:           context.Canceled,
+	connect.CodeUnauthenticated:    sluice.ErrUnauthenticated,
+	connect.CodePermissionDenied:   sluice.ErrPermissionDenied,
 }
 
 // mapError turns what a call returned into the error the embedded broker would

@@ -34,6 +34,8 @@ var codes = []struct {
 	{sluice.ErrInvalid, connect.CodeInvalidArgument},
 	{sluice.ErrStreamFull, connect.CodeResourceExhausted},
 	{sluice.ErrStaleLease, connect.CodeFailedPrecondition},
+	{sluice.ErrUnauthenticated, connect.CodeUnauthenticated},
+	{sluice.ErrPermissionDenied, connect.CodePermissionDenied},
 	// Closing, or stopped after a failed write or fsync (fail-stop): the outcome
 	// of a publish is unknown, and a retry with its idempotency key is safe.
 	{sluice.ErrClosed, connect.CodeUnavailable},
