@@ -1,0 +1,78 @@
+// Package broker gives the examples their sluice.Client: a server's, when
+// --server (or SLUICE_SERVER) names one, else a broker embedded in the program.
+// Either way the examples see the same interface, so each runs unchanged
+// against both.
+package broker
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"os"
+	"strings"
+
+	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/client"
+)
+
+// Flags are the flags every example takes.
+type Flags struct {
+	// Server is the address of a sluice server (sluice serve); empty embeds a
+	// broker instead.
+	Server string
+	// Data is the embedded broker's data directory; empty means a temporary
+	// one, removed on exit.
+	Data string
+}
+
+// AddFlags registers --server and --data on fs.
+func AddFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{}
+	fs.StringVar(&f.Server, "server", os.Getenv("SLUICE_SERVER"),
+		"a sluice server, host:port (or SLUICE_SERVER); default: a broker embedded in this program")
+	fs.StringVar(&f.Data, "data", "",
+		"the embedded broker's data directory (default: a temporary directory, removed on exit)")
+	return f
+}
+
+// Open returns the client the flags name, and the function that releases it
+// (and removes a temporary data directory).
+func (f *Flags) Open() (sluice.Client, func() error, error) {
+	if f.Server != "" {
+		c, err := client.Dial(f.Server)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	}
+	dir, temp := f.Data, false
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "sluice-example-"); err != nil {
+			return nil, nil, err
+		}
+		temp = true
+	}
+	b, err := sluice.Open(dir, nil)
+	if err != nil {
+		if temp {
+			os.RemoveAll(dir)
+		}
+		return nil, nil, err
+	}
+	closeFn := func() error {
+		err := b.Close()
+		if temp {
+			err = errors.Join(err, os.RemoveAll(dir))
+		}
+		return err
+	}
+	return b, closeFn, nil
+}
+
+// DemoName returns base with a random suffix: a demo's streams get names of
+// their own, so that it can run again on the same broker, and never touches
+// the streams of the example's long-running mode.
+func DemoName(base string) string {
+	return base + "-demo-" + strings.ToLower(rand.Text()[:6])
+}
