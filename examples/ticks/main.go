@@ -1,0 +1,109 @@
+// Command ticks publishes price ticks to a stream and consumes them two ways:
+//
+//   - Screens follow the stream live (SubscribeLive): every screen sees every
+//     tick, the broker keeps no state for them, and a screen that was away has
+//     simply missed what it did not see.
+//   - An alert evaluator reads a durable subscription with a Worker: it sees
+//     every tick even if it was down when the tick came, and fires an alert when
+//     a price crosses a threshold.
+//
+// Run it:
+//
+//	go run ./examples/ticks --demo   # a fixed series of ticks once, then exit
+//	go run ./examples/ticks          # random ticks until Ctrl-C
+//
+// With --server 127.0.0.1:7070 (or SLUICE_SERVER) it runs against sluice serve
+// instead of a broker embedded in the program.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/examples/internal/broker"
+)
+
+func main() {
+	bf := broker.AddFlags(flag.CommandLine)
+	demoMode := flag.Bool("demo", false, "run the demo scenario once and exit")
+	every := flag.Duration("every", 500*time.Millisecond, "how often each symbol ticks")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cli, closeCli, err := bf.Open()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if *demoMode {
+		_, err = demo(ctx, cli, os.Stdout)
+	} else {
+		err = live(ctx, cli, *every)
+	}
+	if err = errors.Join(err, closeCli()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// live publishes random ticks until ctx ends, with two screens and the alert
+// evaluator running.
+func live(ctx context.Context, cli sluice.Client, every time.Duration) error {
+	names := market{stream: "ticks", alerts: "alerts"}
+	if err := names.create(ctx, cli); err != nil {
+		return err
+	}
+	say := log.New(os.Stdout, "", log.Ltime)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	for _, name := range []string{"screen-1", "screen-2"} {
+		r, err := openScreen(ctx, cli, names.stream)
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer r.Close()
+			errc <- follow(ctx, r, -1, func(t tick) { say.Printf("%s  %-8s %8.2f", name, t.Symbol, t.Price) })
+		}()
+	}
+	a := newAlerter(rules, func(al alert) { say.Printf("ALERT %s", al) })
+	w, err := sluice.NewWorker(cli, names.stream, names.alerts, a.handle, sluice.WorkerConfig{Name: "alerter", Concurrency: 4})
+	if err != nil {
+		return err
+	}
+	go func() { errc <- w.Run(ctx) }()
+
+	prices := map[string]float64{"ACME": 99, "GLOBEX": 51, "INITECH": 12}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for err == nil {
+		select {
+		case <-t.C:
+			for sym, p := range prices {
+				p *= 1 + (rand.Float64()-0.5)/100 // a random walk, ±0.5 %
+				prices[sym] = p
+				if _, perr := publish(ctx, cli, names.stream, tick{Symbol: sym, Price: p}); perr != nil && ctx.Err() == nil {
+					err = perr
+				}
+			}
+		case err = <-errc: // a screen or the worker stops early only when it fails
+			err = fmt.Errorf("stopped: %w", err)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	cancel()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
