@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -38,7 +40,56 @@ type Options struct {
 	// (64 MiB); limits [MinMaxRequestBytes = 64 KiB, MaxMaxRequestBytes = 256 MiB].
 	MaxRequestBytes int
 	// Metrics, when set, are served at GET /metrics (attach the broker first).
+	// With Tokens, a scrape needs any one of them; /healthz and /readyz stay
+	// open.
 	Metrics *Metrics
+
+	// Tokens, when not empty, turn authentication on: every call must carry
+	// one of them ("Authorization: Bearer <secret>"), or fail with
+	// unauthenticated, and the token must grant the permission its procedure
+	// needs on the stream it names, or the call fails with permission_denied
+	// naming both (see Token). Empty, the default: no authentication. At most
+	// MaxTokens.
+	Tokens []Token
+	// TLS, when set, makes Serve speak TLS only (HTTP/1.1 and HTTP/2, ALPN);
+	// it needs Certificates or GetCertificate. Set ClientAuth to
+	// tls.RequireAndVerifyClientCert and ClientCAs to require client
+	// certificates. Nil, the default: no TLS, HTTP/1.1 and h2c.
+	TLS *tls.Config
+
+	// The limits below apply to the connections Serve accepts; Handler alone
+	// applies only MaxHeaderBytes (and MaxRequestBytes).
+
+	// MaxConnections bounds the connections open at once. A connection past it
+	// has its first request answered resource_exhausted naming the limit, and
+	// is closed. Default DefaultMaxConnections (1024); limits [1, 1<<20].
+	MaxConnections int
+	// MaxStreamsPerConnection bounds the calls in progress on one HTTP/2
+	// connection; clients queue further calls or open another connection.
+	// Default DefaultMaxStreamsPerConnection (100); limits [1, 10,000].
+	MaxStreamsPerConnection int
+	// MaxHeaderBytes bounds a request's headers; a request over it is refused
+	// with resource_exhausted naming the limit (431 when more than 4 KiB
+	// over). Default DefaultMaxHeaderBytes (64 KiB); limits [4 KiB, 1 MiB].
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds the time from a connection's first byte, or
+	// the end of its previous request, to the end of the next request's
+	// headers, and a TLS handshake: a slow or silent connection is closed.
+	// Default DefaultReadHeaderTimeout (10 s); limits [MinTimeout = 1 ms,
+	// MaxTimeout = 24 h].
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a connection with no call in progress for that long.
+	// Default DefaultIdleTimeout (2 min); limits [1 ms, 24 h].
+	IdleTimeout time.Duration
+	// PingInterval and PingTimeout find half-open HTTP/2 connections, whose
+	// peer vanished while a call (a Read, a Consume) was open: after
+	// PingInterval without a frame from the peer the server pings it, and
+	// closes the connection if no answer comes within PingTimeout. PingTimeout
+	// also bounds a socket write that makes no progress. Defaults
+	// DefaultPingInterval (30 s) and DefaultPingTimeout (15 s); limits [1 ms,
+	// 24 h].
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 }
 
 func (o *Options) withDefaults() Options {
@@ -49,8 +100,31 @@ func (o *Options) withDefaults() Options {
 	if out.Logger == nil {
 		out.Logger = slog.Default()
 	}
-	if out.MaxRequestBytes == 0 {
-		out.MaxRequestBytes = DefaultMaxRequestBytes
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{
+		{&out.MaxRequestBytes, DefaultMaxRequestBytes},
+		{&out.MaxConnections, DefaultMaxConnections},
+		{&out.MaxStreamsPerConnection, DefaultMaxStreamsPerConnection},
+		{&out.MaxHeaderBytes, DefaultMaxHeaderBytes},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&out.ReadHeaderTimeout, DefaultReadHeaderTimeout},
+		{&out.IdleTimeout, DefaultIdleTimeout},
+		{&out.PingInterval, DefaultPingInterval},
+		{&out.PingTimeout, DefaultPingTimeout},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
 	return out
 }
@@ -58,11 +132,20 @@ func (o *Options) withDefaults() Options {
 // Validate checks every field against its limits.
 func (o *Options) Validate() error {
 	d := o.withDefaults()
-	if d.MaxRequestBytes < MinMaxRequestBytes || d.MaxRequestBytes > MaxMaxRequestBytes {
-		return &sluice.InvalidError{Field: "Options.MaxRequestBytes",
-			Reason: fmt.Sprintf("%d outside [MinMaxRequestBytes=%d, MaxMaxRequestBytes=%d]", d.MaxRequestBytes, MinMaxRequestBytes, MaxMaxRequestBytes)}
+	for _, l := range d.limits() {
+		if l.v >= l.lo && l.v <= l.hi {
+			continue
+		}
+		reason := fmt.Sprintf("%d outside [Min%s=%d, Max%s=%d]", l.v, l.field, l.lo, l.field, l.hi)
+		if l.duration {
+			reason = fmt.Sprintf("%v outside [MinTimeout=%v, MaxTimeout=%v]", time.Duration(l.v), time.Duration(l.lo), time.Duration(l.hi))
+		}
+		return &sluice.InvalidError{Field: "Options." + l.field, Reason: reason}
 	}
-	return nil
+	if d.TLS != nil && len(d.TLS.Certificates) == 0 && d.TLS.GetCertificate == nil && d.TLS.GetConfigForClient == nil {
+		return &sluice.InvalidError{Field: "Options.TLS", Reason: "has no certificate: set Certificates or GetCertificate"}
+	}
+	return validateTokens(d.Tokens)
 }
 
 // Server serves one broker. Its handler is safe for concurrent use.
@@ -70,6 +153,7 @@ type Server struct {
 	b    *sluice.Broker
 	opts Options
 	h    http.Handler
+	hs   *http.Server // what Serve runs
 	// draining is cancelled by Drain; streams in progress end with it.
 	draining context.Context
 	drain    context.CancelFunc
@@ -90,6 +174,12 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
 		connect.WithInterceptors(errorInterceptor{s}),
 	}
+	var auth *authenticator
+	if len(s.opts.Tokens) > 0 {
+		auth = newAuthenticator(s.opts.Tokens)
+		// First, so that a call without a valid token reaches nothing else.
+		hopts = append([]connect.HandlerOption{connect.WithInterceptors(authInterceptor{s, auth})}, hopts...)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(sluicev1connect.NewStreamServiceHandler(streamService{s}, hopts...))
 	mux.Handle(sluicev1connect.NewPublishServiceHandler(publishService{s}, hopts...))
@@ -102,9 +192,14 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	if s.opts.Metrics != nil {
-		mux.Handle("GET /metrics", s.opts.Metrics.Handler())
+		metrics := s.opts.Metrics.Handler()
+		if auth != nil {
+			metrics = auth.requireToken(metrics)
+		}
+		mux.Handle("GET /metrics", metrics)
 	}
-	s.h = s.limitBody(mux)
+	s.h = refuseOverLimit(s.limitHeaders(s.limitBody(mux)))
+	s.hs = s.newHTTPServer()
 	return s, nil
 }
 
