@@ -57,8 +57,8 @@ func TestHTTPJSONConsume(t *testing.T) {
 	ok("SubscriptionService/CreateSubscription",
 		`{"stream": "emails", "config": {"name": "send", "maxDeliveries": 2, "backoffInitial": "0.001s", "backoffMax": "0.001s"}}`)
 	e.postError(t, "SubscriptionService/CreateSubscription", `{"stream": "emails", "config": {"name": "send"}}`, 409, "already_exists")
-	ok("PublishService/Publish", `{"stream": "emails", "message": {"body": "aGVsbG8="}}`)   // hello
-	ok("PublishService/Publish", `{"stream": "emails", "message": {"body": "cG9pc29u"}}`)   // poison
+	ok("PublishService/Publish", `{"stream": "emails", "message": {"body": "aGVsbG8="}}`) // hello
+	ok("PublishService/Publish", `{"stream": "emails", "message": {"body": "cG9pc29u"}}`) // poison
 	const consumer = `"consumer": {"stream": "emails", "subscription": "send", "name": "curl"}`
 
 	ds := e.fetch(t, `{`+consumer+`, "max": 10}`)
