@@ -1,0 +1,95 @@
+// Command ingest takes in sensor readings through a partitioned stream and
+// consumes them with a consumer group:
+//
+//   - The stream has 8 partitions; a reading's key is its device, so one
+//     device's readings are in one partition, in the order they were sent.
+//   - A partitioned subscription assigns the partitions to the members of its
+//     group: each member reads its partitions in order, and when a member
+//     leaves, its partitions move to the others, which resume where it stopped.
+//   - The sink keeps each device's newest reading and skips one no newer than
+//     it holds, so a reading delivered twice (around a move) is applied once.
+//
+// Run it:
+//
+//	go run ./examples/ingest --demo   # two batches, a member leaving in between, then exit
+//	go run ./examples/ingest          # readings every second until Ctrl-C
+//
+// With --server 127.0.0.1:7070 (or SLUICE_SERVER) it runs against sluice serve
+// instead of a broker embedded in the program.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/examples/internal/broker"
+)
+
+func main() {
+	bf := broker.AddFlags(flag.CommandLine)
+	demoMode := flag.Bool("demo", false, "run the demo scenario once and exit")
+	every := flag.Duration("every", time.Second, "how often each device sends a reading")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cli, closeCli, err := bf.Open()
+	if err != nil {
+		log.Fatal(err)
+	}
+	if *demoMode {
+		_, err = demo(ctx, cli, os.Stdout)
+	} else {
+		err = live(ctx, cli, *every)
+	}
+	if err = errors.Join(err, closeCli()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// live sends a reading from every device each period, with three members
+// consuming, until ctx ends.
+func live(ctx context.Context, cli sluice.Client, every time.Duration) error {
+	p := pipeline{stream: "readings", sub: "indexer"}
+	if err := p.create(ctx, cli); err != nil {
+		return err
+	}
+	say := log.New(os.Stdout, "", log.Ltime)
+	s := newSink(func(member string, d sluice.Delivery, r reading) {
+		say.Printf("%s  partition %d offset %-5d %s %5.1f °C", member, d.Partition, d.Offset, r.Device, r.Celsius)
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	for i := range 3 {
+		go func() { errc <- p.member(ctx, cli, fmt.Sprintf("member-%d", i+1), s) }()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			seq := now.UnixMilli()
+			msgs := make([]sluice.Message, 0, len(devices))
+			for _, dev := range devices {
+				msgs = append(msgs, reading{Device: dev, Seq: seq, Celsius: 18 + 6*rand.Float64()}.message())
+			}
+			if _, err := cli.PublishBatch(ctx, p.stream, msgs); err != nil && ctx.Err() == nil {
+				return err
+			}
+		case err := <-errc: // a member stops early only when it fails
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
