@@ -174,7 +174,9 @@ func listDeadLetters(ctx context.Context, cli sluice.Client, q queue, say *log.L
 	say.Printf("dead letters: %d", len(dls))
 	for _, dl := range dls {
 		var e email
-		json.Unmarshal(dl.Message.Body, &e)
+		if err := json.Unmarshal(dl.Message.Body, &e); err != nil {
+			e.ID = string(dl.Message.Body) // a job that was not JSON
+		}
 		say.Printf("  %s to %s, after %d deliveries: %s", e.ID, e.To, dl.Deliveries, dl.Reason)
 		for i, a := range dl.Attempts {
 			say.Printf("    attempt %d at +%v by %s: %s", i+1, a.At.Sub(dl.Attempts[0].At), a.Consumer, a.Error)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log"
 	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/sluicemq/sluice"
 )
@@ -88,7 +88,7 @@ func newService(cli sluice.Client, stream string, say *log.Logger) http.Handler 
 		var invalid *sluice.InvalidError
 		switch {
 		case errors.As(err, &full):
-			w.Header().Set("Retry-After", fmt.Sprint(int(math.Ceil(full.RetryAfter.Seconds()))))
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(full.RetryAfter.Seconds())))))
 			http.Error(w, "too many emails queued, try again later", http.StatusServiceUnavailable)
 			return
 		case errors.As(err, &invalid):

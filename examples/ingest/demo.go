@@ -56,13 +56,11 @@ func demo(ctx context.Context, cli sluice.Client, out io.Writer) (report, error)
 	for i := range leave {
 		var mctx context.Context
 		mctx, leave[i] = context.WithCancel(ctx)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if err := p.member(mctx, cli, fmt.Sprintf("member-%d", i+1), s); err != nil {
 				errc <- err
 			}
-		}()
+		})
 	}
 	group, err := waitGroup(ctx, cli, p, 3, errc)
 	if err != nil {

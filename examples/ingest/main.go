@@ -27,6 +27,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -68,25 +69,38 @@ func live(ctx context.Context, cli sluice.Client, every time.Duration) error {
 		say.Printf("%s  partition %d offset %-5d %s %5.1f °C", member, d.Partition, d.Offset, r.Device, r.Celsius)
 	})
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	// A member returns nil when ctx ends, an error before.
 	errc := make(chan error, 3)
 	for i := range 3 {
-		go func() { errc <- p.member(ctx, cli, fmt.Sprintf("member-%d", i+1), s) }()
+		wg.Go(func() {
+			if err := p.member(ctx, cli, fmt.Sprintf("member-%d", i+1), s); err != nil {
+				errc <- err
+			}
+		})
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case now := <-t.C:
+			// Seq is the time: it grows across runs too.
 			seq := now.UnixMilli()
 			msgs := make([]sluice.Message, 0, len(devices))
 			for _, dev := range devices {
 				msgs = append(msgs, reading{Device: dev, Seq: seq, Celsius: 18 + 6*rand.Float64()}.message())
 			}
-			if _, err := cli.PublishBatch(ctx, p.stream, msgs); err != nil && ctx.Err() == nil {
+			if _, err := cli.PublishBatch(ctx, p.stream, msgs); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
-		case err := <-errc: // a member stops early only when it fails
+		case err := <-errc:
 			return err
 		case <-ctx.Done():
 			return nil

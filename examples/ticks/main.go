@@ -20,11 +20,11 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,47 +63,57 @@ func live(ctx context.Context, cli sluice.Client, every time.Duration) error {
 	}
 	say := log.New(os.Stdout, "", log.Ltime)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait() // the worker settles what it handled before the client closes
+	}()
+	// The screens and the worker return nil when ctx ends, an error before.
 	errc := make(chan error, 3)
+	start := func(f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil {
+				errc <- err
+			}
+		})
+	}
 	for _, name := range []string{"screen-1", "screen-2"} {
 		r, err := openScreen(ctx, cli, names.stream)
 		if err != nil {
 			return err
 		}
-		go func() {
+		start(func() error {
 			defer r.Close()
-			errc <- follow(ctx, r, -1, func(t tick) { say.Printf("%s  %-8s %8.2f", name, t.Symbol, t.Price) })
-		}()
+			return follow(ctx, r, -1, func(t tick) { say.Printf("%s  %-8s %8.2f", name, t.Symbol, t.Price) })
+		})
 	}
 	a := newAlerter(rules, func(al alert) { say.Printf("ALERT %s", al) })
 	w, err := sluice.NewWorker(cli, names.stream, names.alerts, a.handle, sluice.WorkerConfig{Name: "alerter", Concurrency: 4})
 	if err != nil {
 		return err
 	}
-	go func() { errc <- w.Run(ctx) }()
+	start(func() error { return w.Run(ctx) })
 
 	prices := map[string]float64{"ACME": 99, "GLOBEX": 51, "INITECH": 12}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for err == nil {
+	for {
 		select {
 		case <-t.C:
 			for sym, p := range prices {
 				p *= 1 + (rand.Float64()-0.5)/100 // a random walk, ±0.5 %
 				prices[sym] = p
-				if _, perr := publish(ctx, cli, names.stream, tick{Symbol: sym, Price: p}); perr != nil && ctx.Err() == nil {
-					err = perr
+				if _, err := publish(ctx, cli, names.stream, tick{Symbol: sym, Price: p}); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
 				}
 			}
-		case err = <-errc: // a screen or the worker stops early only when it fails
-			err = fmt.Errorf("stopped: %w", err)
+		case err := <-errc:
+			return err
 		case <-ctx.Done():
-			err = ctx.Err()
+			return nil
 		}
 	}
-	cancel()
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
 }

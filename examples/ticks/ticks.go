@@ -52,8 +52,9 @@ func publish(ctx context.Context, cli sluice.Client, stream string, t tick) (slu
 // openScreen opens a live subscription to every partition of stream, from now
 // on. It starts at the time it opens rather than at Latest(): over the network
 // a live subscription attaches a moment after the call returns, and Latest()
-// would be reckoned then, missing what was published in between. (Message
-// times are in milliseconds, so "now" is too.)
+// would be reckoned then, missing what was published in between. (A message's
+// time is the broker's clock in milliseconds, so "now" is too; this assumes the
+// two clocks agree.)
 func openScreen(ctx context.Context, cli sluice.Client, stream string) (sluice.Reader, error) {
 	from := sluice.AtTime(time.Now().Truncate(time.Millisecond))
 	return cli.SubscribeLive(ctx, stream, sluice.LiveConfig{Start: &from})
@@ -90,11 +91,10 @@ var rules = []rule{{"ACME", 100}, {"GLOBEX", 52}}
 
 // alert is a price that crossed its rule's threshold.
 type alert struct {
-	Rule       rule
-	From, To   float64
-	Partition  int
-	Offset     int64
-	Deliveries int
+	Rule      rule
+	From, To  float64
+	Partition int
+	Offset    int64
 }
 
 func (a alert) String() string {
@@ -133,7 +133,7 @@ func (a *alerter) handle(ctx context.Context, d sluice.Delivery) error {
 	a.last[t.Symbol] = t.Price
 	a.mu.Unlock()
 	if r, ok := a.rules[t.Symbol]; ok && known && prev < r.Above && t.Price >= r.Above {
-		a.fire(alert{Rule: r, From: prev, To: t.Price, Partition: d.Partition, Offset: d.Offset, Deliveries: d.Deliveries})
+		a.fire(alert{Rule: r, From: prev, To: t.Price, Partition: d.Partition, Offset: d.Offset})
 	}
 	return nil
 }
