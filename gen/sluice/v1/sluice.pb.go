@@ -1666,7 +1666,8 @@ func (x *PublishResponse) GetPosition() *Position {
 type PublishBatchRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
-	// messages: 1..10,000, at most 32 MiB of keys, bodies and headers.
+	// messages: at most 10,000 and 32 MiB of keys, bodies and headers; an empty
+	// batch stores nothing.
 	Messages      []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
