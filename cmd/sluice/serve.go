@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
-	"flag"
+	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -20,12 +21,25 @@ import (
 // closes their connections.
 const shutdownGrace = 10 * time.Second
 
-// serveConfig is what sluice serve runs with.
+// serveConfig is what sluice serve runs with. A zero field takes its
+// default; config.go reads it from the file, the environment and the flags.
 type serveConfig struct {
 	// Data is the data directory, created if missing.
 	Data string
 	// Listen is the TCP address for every protocol.
 	Listen string
+	// Insecure allows a non-loopback Listen without authentication (tokens or
+	// client certificates).
+	Insecure bool
+	// ShutdownGrace bounds how long a shutdown waits for calls in progress.
+	// Default shutdownGrace.
+	ShutdownGrace time.Duration
+	// TLSCert and TLSKey are PEM files; both set turn TLS on. TLSClientCA,
+	// a PEM file of CA certificates, makes client certificates required.
+	TLSCert, TLSKey, TLSClientCA string
+	// Server holds the tokens and the limits; serve sets its Logger, Metrics
+	// and TLS.
+	Server server.Options
 	Logger *slog.Logger
 	// listening, when set, is told the address once it listens (for tests,
 	// which listen on port 0).
@@ -33,13 +47,13 @@ type serveConfig struct {
 }
 
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfg := serveConfig{Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
-	fs.StringVar(&cfg.Data, "data", "sluice-data", "data directory")
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:7070", "address to listen on: HTTP/1.1 and HTTP/2 without TLS (gRPC), one port")
-	fs.StringVar(&cfg.Listen, "addr", "127.0.0.1:7070", "same as -listen")
-	if err := fs.Parse(args); err != nil {
+	cfg, warnings, err := loadServeConfig(args, os.Getenv)
+	if err != nil {
 		return err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	for _, w := range warnings {
+		cfg.Logger.Warn(w)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -48,42 +62,54 @@ func runServe(args []string) error {
 
 // serve runs the broker and its network API until ctx ends, then shuts down:
 // the API drains (readiness fails, streams end), the HTTP server stops
-// accepting and waits up to shutdownGrace for the calls in progress, and the
+// accepting and waits up to ShutdownGrace for the calls in progress, and the
 // broker closes last, so that nothing acknowledged is left unsynced.
 func serve(ctx context.Context, cfg serveConfig) error {
 	log := cfg.Logger
+	grace := cfg.ShutdownGrace
+	if grace == 0 {
+		grace = shutdownGrace
+	}
+	opts := cfg.Server
+	opts.Logger = log
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		tc, err := loadTLS(cfg)
+		if err != nil {
+			return err
+		}
+		opts.TLS, scheme = tc, "https"
+	}
+	if err := opts.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	if err := checkExposure(ln.Addr(), cfg, log); err != nil {
+		return errors.Join(err, ln.Close())
+	}
+
 	start := time.Now()
 	metrics := server.NewMetrics()
 	b, err := sluice.Open(cfg.Data, &sluice.Options{Logger: log, OnSync: metrics.ObserveSync})
 	if err != nil {
-		return err
+		return errors.Join(err, ln.Close())
 	}
 	metrics.Attach(b)
 	streams, _ := b.ListStreams(ctx)
 	log.Info("broker open", "data", cfg.Data, "streams", len(streams), "recovery", time.Since(start).Round(time.Millisecond))
 
-	api, err := server.New(b, &server.Options{Logger: log, Metrics: metrics})
+	opts.Metrics = metrics
+	api, err := server.New(b, &opts)
 	if err != nil {
-		return errors.Join(err, b.Close())
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return errors.Join(err, b.Close())
-	}
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients without TLS
-	protocols.SetHTTP2(true)            // for when TLS is configured
-	srv := &http.Server{
-		Handler:           api.Handler(),
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		return errors.Join(err, ln.Close(), b.Close())
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", "http://"+ln.Addr().String())
+	go func() { served <- api.Serve(ln) }()
+	log.Info("listening", "addr", scheme+"://"+ln.Addr().String(), "tokens", len(opts.Tokens),
+		"client_certificates", cfg.TLSClientCA != "")
 	if cfg.listening != nil {
 		cfg.listening(ln.Addr().String())
 	}
@@ -94,17 +120,57 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	api.Drain()
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("calls still in progress after the grace period; closing their connections", "grace", shutdownGrace)
-		srv.Close()
+	if err := api.Shutdown(sctx); err != nil {
+		log.Warn("calls still in progress after the grace period; their connections were closed", "grace", grace)
 	}
 	<-served // http.ErrServerClosed
 	if err := b.Close(); err != nil {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// loadTLS reads the certificate, its key and the client CAs.
+func loadTLS(cfg serveConfig) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert and tls.key (--tls-cert, --tls-key): %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSClientCA != "" {
+		pem, err := os.ReadFile(cfg.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca (--tls-client-ca): %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.client_ca (--tls-client-ca): no PEM certificate in %s", cfg.TLSClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// checkExposure refuses to serve a non-loopback address without
+// authentication, unless Insecure says to, and warns of tokens sent in the
+// clear.
+func checkExposure(addr net.Addr, cfg serveConfig, log *slog.Logger) error {
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		return nil
+	}
+	authenticated := len(cfg.Server.Tokens) > 0 || cfg.TLSClientCA != ""
+	switch {
+	case !authenticated && !cfg.Insecure:
+		return fmt.Errorf("refusing to serve %s, which is not a loopback address, without authentication: "+
+			"configure tokens (the tokens of the --config file, or SLUICE_TOKEN) or client certificates (--tls-client-ca), "+
+			"or pass --insecure to serve anyone who can reach it", addr)
+	case !authenticated:
+		log.Warn("serving without authentication on a non-loopback address (--insecure)", "addr", addr.String())
+	case cfg.TLSCert == "":
+		log.Warn("tokens travel in the clear on a non-loopback address: configure TLS (--tls-cert, --tls-key)", "addr", addr.String())
+	}
 	return nil
 }
