@@ -2,6 +2,8 @@ package sluice
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,7 +52,10 @@ const (
 
 // WorkerConfig configures a Worker. Zero fields take their defaults.
 type WorkerConfig struct {
-	// Name is the consumer's name (ConsumerConfig.Name). Default "worker-<n>".
+	// Name is the consumer's name (ConsumerConfig.Name). Default
+	// "worker-<process>-<n>", where <process> is random per process, so that
+	// workers of several processes on one broker never share a name (which
+	// would share their in-flight bound and their place in a group).
 	Name string
 	// Concurrency is how many handlers run at once; it is also the consumer's
 	// MaxInFlight. Default 10; limits [1, 1000].
@@ -89,7 +94,16 @@ type WorkerStats struct {
 	Processed, Failed, HandedBack int64
 }
 
-var workerSeq atomic.Int64
+var (
+	workerSeq     atomic.Int64
+	workerProcess = func() string {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err)
+		}
+		return hex.EncodeToString(b[:])
+	}()
+)
 
 // NewWorker returns a worker for subscription sub of stream; Run starts it.
 func NewWorker(c Client, stream, sub string, h Handler, cfg WorkerConfig) (*Worker, error) {
@@ -102,7 +116,7 @@ func NewWorker(c Client, stream, sub string, h Handler, cfg WorkerConfig) (*Work
 		cfg.StopTimeout = 0
 	}
 	if cfg.Name == "" {
-		cfg.Name = fmt.Sprintf("worker-%d", workerSeq.Add(1))
+		cfg.Name = fmt.Sprintf("worker-%s-%d", workerProcess, workerSeq.Add(1))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
