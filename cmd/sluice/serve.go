@@ -164,9 +164,9 @@ func checkExposure(addr net.Addr, cfg serveConfig, log *slog.Logger) error {
 	authenticated := len(cfg.Server.Tokens) > 0 || cfg.TLSClientCA != ""
 	switch {
 	case !authenticated && !cfg.Insecure:
-		return fmt.Errorf("refusing to serve %s, which is not a loopback address, without authentication: "+
+		return fmt.Errorf("refusing to listen on %s (%s), which is not a loopback address, without authentication: "+
 			"configure tokens (the tokens of the --config file, or SLUICE_TOKEN) or client certificates (--tls-client-ca), "+
-			"or pass --insecure to serve anyone who can reach it", addr)
+			"or pass --insecure to serve anyone who can reach it", cfg.Listen, addr)
 	case !authenticated:
 		log.Warn("serving without authentication on a non-loopback address (--insecure)", "addr", addr.String())
 	case cfg.TLSCert == "":
