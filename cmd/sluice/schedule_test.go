@@ -51,9 +51,9 @@ func TestCLISchedule(t *testing.T) {
 		t.Fatalf("after delete: %q", list)
 	}
 
-	s.fails(2, "schedule", "create", "x", "--stream", "jobs", "body")                                  // neither --cron nor --every
+	s.fails(2, "schedule", "create", "x", "--stream", "jobs", "body")                                      // neither --cron nor --every
 	s.fails(2, "schedule", "create", "x", "--stream", "jobs", "--cron", "* * * * *", "--every", "1m", "b") // both
-	s.fails(2, "schedule", "create", "x", "--every", "1m", "body")                                     // no --stream
+	s.fails(2, "schedule", "create", "x", "--every", "1m", "body")                                         // no --stream
 	if errOut := s.fails(1, "schedule", "create", "x", "--stream", "jobs", "--cron", "61 * * * *", "b"); !strings.Contains(errOut, "cron") {
 		t.Fatalf("a bad cron expression says %q", errOut)
 	}
