@@ -248,8 +248,10 @@ func hint(err error) string {
 		return "the server refused the token: check --token (or SLUICE_TOKEN)"
 	case errors.Is(err, sluice.ErrPermissionDenied):
 		return "the token lacks the permission on this stream: use one that has it"
-	case errors.Is(err, sluice.ErrUnavailable) && !global.wantsTLS():
+	case (errors.Is(err, sluice.ErrUnavailable) || isTransport(err)) && !global.wantsTLS():
 		return "if the server uses TLS, pass --ca-cert FILE or --tls"
+	case (errors.Is(err, sluice.ErrUnavailable) || isTransport(err)) && global.cert == "":
+		return "if the server asks for a client certificate, pass --cert FILE and --key FILE (or SLUICE_CERT and SLUICE_KEY)"
 	case errors.Is(err, client.ErrUnimplemented):
 		return "the server does not serve this call: upgrade it"
 	case errors.Is(err, sluice.ErrStreamNotFound):
