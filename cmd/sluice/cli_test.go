@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -317,14 +316,4 @@ func TestCLIServerFromEnvironment(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, "cannot reach the server at 127.0.0.1:1") || !strings.Contains(r.errOut, "sluice serve") {
 		t.Fatalf("an unreachable server: exit %d, %q", r.code, r.errOut)
 	}
-}
-
-// atoi parses a decimal from the test's own output.
-func atoi(t *testing.T, s string) int64 {
-	t.Helper()
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
