@@ -25,7 +25,10 @@
 //	invalid_argument     *sluice.InvalidError; Field is the request path the
 //	                     server names ("config.partitions"), not the Go name
 //	resource_exhausted   *sluice.StreamFullError with RetryAfter when the server
-//	                     sent a StreamFull detail, else sluice.ErrStreamFull
+//	                     sent a StreamFull detail, else ErrLimit (a request over
+//	                     one of the server's limits, which the message names)
+//	unauthenticated      sluice.ErrUnauthenticated
+//	permission_denied    sluice.ErrPermissionDenied
 //	failed_precondition  sluice.ErrStaleLease
 //	data_loss            sluice.ErrCorrupt
 //	unavailable          sluice.ErrUnavailable: the outcome is unknown; so are a
@@ -33,14 +36,19 @@
 //	                     after the request may have gone out (the latter also
 //	                     matches context.DeadlineExceeded)
 //	canceled             context.Canceled
-//	unimplemented        ErrUnimplemented: the server does not serve it yet
+//	unimplemented        ErrUnimplemented: the server does not serve it
 //
 // A sluice.Producer over a Client therefore retries a publish whose outcome is
 // unknown when the message has an IdempotencyKey, and only then.
 //
-// # Readers
+// # Readers and consumers
 //
 // NewReader and SubscribeLive follow a server stream. A stream that breaks with
 // an unknown outcome is reopened from the offset after the last record received,
 // with backoff, so Next returns every record once and in order.
+//
+// NewConsumer runs over one ConsumerService.Consume stream with credit-based
+// flow control: each Fetch grants credit for what it asks. A broken stream is
+// reopened by the next Fetch, with backoff; leases belong to the subscription,
+// so what the consumer holds survives it.
 package client

@@ -21,6 +21,12 @@ import (
 // (yet): its answer was unimplemented.
 var ErrUnimplemented = errors.New("client: not implemented by the server")
 
+// ErrLimit is matched by the error of a request refused for one of the
+// server's own limits (its size, the connections, the header bytes): the
+// message names the limit. Unlike sluice.ErrStreamFull, a retry of the same
+// request does not help.
+var ErrLimit = errors.New("client: over a server limit")
+
 // byMessage picks, among sentinels sharing a code, the one the server's message
 // names; the first is the default.
 var byMessage = map[connect.Code][]error{
@@ -73,7 +79,9 @@ func mapError(op string, err error) error {
 		if fe := streamFull(ce); fe != nil {
 			return fmt.Errorf("client: %s: %w", op, fe)
 		}
-		return fmt.Errorf("client: %s: %w: %w", op, sluice.ErrStreamFull, err)
+		// A server limit (request size, connections, header bytes): retrying
+		// the same request cannot help, so it is not ErrStreamFull.
+		return fmt.Errorf("client: %s: %w: %w", op, ErrLimit, err)
 	case connect.CodeDeadlineExceeded:
 		// The request may have gone out and been applied: the outcome is
 		// unknown, and the error still matches context.DeadlineExceeded.

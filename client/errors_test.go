@@ -56,6 +56,12 @@ func TestMapError(t *testing.T) {
 				t.Fatalf("%+v", fe)
 			}
 		}},
+		{"server limit", connect.NewError(connect.CodeResourceExhausted, errors.New("request of 70000 bytes is over the server's limit MaxRequestBytes=65536")),
+			[]error{ErrLimit}, func(t *testing.T, err error) {
+				if errors.Is(err, sluice.ErrStreamFull) {
+					t.Fatalf("%v matches ErrStreamFull: a Producer would retry it", err)
+				}
+			}},
 		{"stale lease", connect.NewError(connect.CodeFailedPrecondition, errors.New("stale")), []error{sluice.ErrStaleLease}, nil},
 		{"unavailable", connect.NewError(connect.CodeUnavailable, errors.New("shutting down")), []error{sluice.ErrUnavailable}, nil},
 		{"refused", connect.NewError(connect.CodeUnavailable, syscall.ECONNREFUSED), []error{sluice.ErrUnavailable}, nil},

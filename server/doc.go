@@ -5,18 +5,24 @@
 //	POST /sluice.v1.StreamService/*   create, update, delete, list, get streams
 //	POST /sluice.v1.PublishService/*  Publish, PublishBatch, PublishStream (HTTP/2)
 //	POST /sluice.v1.ReadService/*     Read, SubscribeLive (server streams)
+//	POST /sluice.v1.SubscriptionService/*  subscriptions, parked keys, dead letters
+//	POST /sluice.v1.ConsumerService/*      Consume (a bidirectional stream with
+//	                                       credit), Fetch, Ack, Nack, Term, Extend
+//	POST /sluice.v1.ScheduleService/*      schedules
 //	GET  /healthz                     200 while the process serves HTTP
 //	GET  /readyz                      200 while the broker is open and the server
 //	                                  is not draining, else 503
+//	GET  /metrics                     Prometheus metrics, when Options.Metrics is set
 //
-// The services the API declares and this package does not serve yet
-// (SubscriptionService, ConsumerService, ScheduleService) answer unimplemented.
-//
-// The handler does not listen: the caller runs it in an http.Server, which must
-// allow HTTP/2 without TLS (http.Protocols.SetUnencryptedHTTP2) for gRPC clients
-// and bidirectional streams; cmd/sluice does. Before shutting that server down,
-// call Server.Drain, so that the streams in progress end at once instead of
-// holding the shutdown until its deadline.
+// Server.Serve listens with the limits of Options (connections, streams per
+// connection, header bytes, timeouts that cut slow and half-open connections
+// off), over TLS when Options.TLS is set, and Server.Shutdown drains and stops
+// it. Options.Tokens turns on bearer-token authentication, checked per request
+// (and per message of a stream) against each token's publish, consume and admin
+// stream patterns. Handler is the same API without the listener, for a caller
+// that runs its own http.Server (which must allow HTTP/2 without TLS for gRPC
+// and bidirectional streams); call Drain before shutting that server down, so
+// that the streams in progress end at once.
 //
 // Errors are mapped to codes in one place (connectError), the same for every
 // RPC: the message names the request field (as a path such as
