@@ -124,7 +124,7 @@ func demo(ctx context.Context, cli sluice.Client, dir string, out io.Writer) (re
 	defer stop()
 	worked := make(chan error, 1)
 	go func() { worked <- w.Run(wctx) }()
-	err = waitSettled(ctx, cli, q, worked)
+	err = broker.WaitSettled(ctx, cli, q.stream, q.sub, worked)
 	stop()
 	if werr := <-worked; err == nil {
 		err = werr
@@ -142,28 +142,6 @@ func demo(ctx context.Context, cli sluice.Client, dir string, out io.Writer) (re
 	return rep, listDeadLetters(ctx, cli, q, say)
 }
 
-// waitSettled waits until every job of q is acknowledged or dead-lettered, or
-// the worker fails.
-func waitSettled(ctx context.Context, cli sluice.Client, q queue, worked <-chan error) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		info, err := cli.Subscription(ctx, q.stream, q.sub)
-		if err != nil {
-			return err
-		}
-		if info.Backlog == 0 {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case err := <-worked:
-			return fmt.Errorf("worker stopped: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
 
 // listDeadLetters prints q's dead letters with their attempts.
 func listDeadLetters(ctx context.Context, cli sluice.Client, q queue, say *log.Logger) error {

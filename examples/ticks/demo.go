@@ -7,7 +7,6 @@ import (
 	"log"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/examples/internal/broker"
@@ -104,7 +103,7 @@ func demo(ctx context.Context, cli sluice.Client, out io.Writer) (report, error)
 		}
 		say.Printf("screen-%d saw %d ticks; last prices %s", i+1, len(seen), lastPrices(last))
 	}
-	err = waitSettled(ctx, cli, m, worked)
+	err = broker.WaitSettled(ctx, cli, m.stream, m.alerts, worked)
 	stop()
 	if werr := <-worked; err == nil {
 		err = werr
@@ -115,28 +114,6 @@ func demo(ctx context.Context, cli sluice.Client, out io.Writer) (report, error)
 	return rep, err
 }
 
-// waitSettled waits until the evaluator has settled every tick, or the worker
-// fails.
-func waitSettled(ctx context.Context, cli sluice.Client, m market, worked <-chan error) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		info, err := cli.Subscription(ctx, m.stream, m.alerts)
-		if err != nil {
-			return err
-		}
-		if info.Backlog == 0 {
-			return nil
-		}
-		select {
-		case <-t.C:
-		case err := <-worked:
-			return fmt.Errorf("worker stopped: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
 
 func prices(ps []float64) string {
 	s := make([]string, len(ps))

@@ -5,11 +5,14 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
@@ -75,4 +78,28 @@ func (f *Flags) Open() (sluice.Client, func() error, error) {
 // the streams of the example's long-running mode.
 func DemoName(base string) string {
 	return base + "-demo-" + strings.ToLower(rand.Text()[:6])
+}
+
+// WaitSettled waits until every message of subscription sub is acknowledged or
+// dead-lettered (its backlog is 0), or the worker reports on worked that it
+// stopped.
+func WaitSettled(ctx context.Context, cli sluice.Client, stream, sub string, worked <-chan error) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := cli.Subscription(ctx, stream, sub)
+		if err != nil {
+			return err
+		}
+		if info.Backlog == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case err := <-worked:
+			return fmt.Errorf("worker stopped: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
