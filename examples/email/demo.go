@@ -142,7 +142,6 @@ func demo(ctx context.Context, cli sluice.Client, dir string, out io.Writer) (re
 	return rep, listDeadLetters(ctx, cli, q, say)
 }
 
-
 // listDeadLetters prints q's dead letters with their attempts.
 func listDeadLetters(ctx context.Context, cli sluice.Client, q queue, say *log.Logger) error {
 	dls, _, err := cli.DeadLetters(ctx, q.stream, q.sub, sluice.DeadLetterQuery{})

@@ -114,7 +114,6 @@ func demo(ctx context.Context, cli sluice.Client, out io.Writer) (report, error)
 	return rep, err
 }
 
-
 func prices(ps []float64) string {
 	s := make([]string, len(ps))
 	for i, p := range ps {
