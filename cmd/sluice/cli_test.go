@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -263,10 +264,12 @@ func TestCLIPubForms(t *testing.T) {
 	s.ok("pub", "events", "--key", "user-1", "--header", "source=web", "--header", "trace=42", "--id", "evt-1", "with headers")
 	s.ok("pub", "events", "--delay", "1h", "later")
 
-	out := s.ok("sub", "events", "--subscription", "read", "--json", "--timeout", "2s")
-	got := lines(out)
+	got := lines(s.ok("sub", "events", "--subscription", "read", "--json", "--count", strconv.Itoa(n+3), "--timeout", "30s"))
 	if len(got) != n+3 {
-		t.Fatalf("sub printed %d messages, want %d (the delayed one held back)", len(got), n+3)
+		t.Fatalf("sub printed %d messages, want %d", len(got), n+3)
+	}
+	if out := s.ok("sub", "events", "--subscription", "read", "--timeout", "300ms"); out != "" {
+		t.Fatalf("sub printed %q; want the delayed message held back", out)
 	}
 	var m struct {
 		Partition  int

@@ -77,7 +77,7 @@ func runPub(args []string) error {
 	c := newCommand("pub", pubHelp)
 	var o pubOptions
 	c.fs.StringVar(&o.key, "key", "", "message `KEY`: the same key goes to the same partition, in order")
-	c.fs.StringVar(&o.id, "id", "", "idempotency `KEY`: a repeat within the stream's dedupe window stores nothing; with several messages, the n-th gets KEY-n")
+	c.fs.StringVar(&o.id, "id", "", "idempotency `KEY`: a repeat within the stream's dedupe window stores nothing; with several BODYs, or lines, the n-th gets KEY-n")
 	c.fs.DurationVar(&o.delay, "delay", 0, "keep the messages from subscriptions for this `DURATION` (readers see them at once)")
 	c.fs.Var(&o.headers, "header", "a header `KEY=VALUE`; repeat for more")
 	c.fs.IntVar(&o.partition, "partition", -1, "publish to partition `N` instead of the one the key chooses")
@@ -135,6 +135,9 @@ func runPub(args []string) error {
 			msgs = msgs[n:]
 		}
 		return nil
+	}
+	if in == os.Stdin && isTerminal(os.Stdin) {
+		fmt.Fprintln(os.Stderr, "sluice pub: one message per line of standard input; Ctrl-D ends")
 	}
 	p.prog = newProgress()
 	err = p.lines(ctx, in, size, &o)

@@ -40,7 +40,7 @@ func TestCLISub(t *testing.T) {
 	if info := s.subInfo("tasks", "w"); info.Config.Mode != "queue" || info.Config.MaxDeliveries != 3 || info.Backlog != 1 || info.InFlight != 0 {
 		t.Fatalf("after acking two of three: %+v", info)
 	}
-	if out := s.ok("sub", "tasks", "--subscription", "w", "--timeout", "1s"); out != "three\n" {
+	if out := s.ok("sub", "tasks", "--subscription", "w", "--count", "5", "--timeout", "3s"); out != "three\n" {
 		t.Fatalf("sub --timeout printed %q, want the one message left", out)
 	}
 	// Nothing left: the timeout ends it, successfully.
@@ -63,7 +63,7 @@ func TestCLISub(t *testing.T) {
 	if info := s.subInfo("tasks", "audit"); info.Config.Mode != "key_ordered" {
 		t.Fatalf("sub --mode key_ordered created %+v", info)
 	}
-	if out := s.ok("sub", "tasks", "--subscription", "groups", "--mode", "partitioned", "--count", "3", "--timeout", "5s"); out != "one\ntwo\nthree\n" {
+	if out := s.ok("sub", "tasks", "--subscription", "groups", "--mode", "partitioned", "--count", "3", "--timeout", "30s"); out != "one\ntwo\nthree\n" {
 		t.Fatalf("a partitioned subscription printed %q", out)
 	}
 
@@ -137,7 +137,7 @@ func TestCLIDeadLetters(t *testing.T) {
 	if out := s.ok("dlq", "list", "payments", "--subscription", "charge", "--all"); !strings.Contains(out, "redriven") {
 		t.Fatalf("dlq list --all after redrive: %q", out)
 	}
-	if out := s.ok("sub", "payments", "--subscription", "charge", "--count", "1", "--timeout", "10s"); out != "card-4242\n" {
+	if out := s.ok("sub", "payments", "--subscription", "charge", "--count", "1", "--timeout", "30s"); out != "card-4242\n" {
 		t.Fatalf("after redrive sub printed %q; want the message again", out)
 	}
 
