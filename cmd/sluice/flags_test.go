@@ -3,25 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/internal/testpki"
 	"github.com/sluicemq/sluice/server"
 )
 
@@ -110,40 +102,26 @@ func TestHeaderFlag(t *testing.T) {
 // the error with the flag that supplies it, and the flags (or their
 // environment variables) together work.
 func TestCLITLSAndToken(t *testing.T) {
-	dir := t.TempDir()
-	ca, caKey := newCA(t, "test CA")
-	serverCert := issue(t, ca, caKey, "127.0.0.1", x509.ExtKeyUsageServerAuth)
-	clientCert := issue(t, ca, caKey, "cli", x509.ExtKeyUsageClientAuth)
-	otherCA, _ := newCA(t, "another CA")
-	files := map[string][]byte{
-		"ca.pem": pemCert(ca.Raw), "other-ca.pem": pemCert(otherCA.Raw),
-		"client.pem": pemCert(clientCert.Certificate[0]), "client-key.pem": pemKey(t, clientCert.PrivateKey),
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := func(name string) string { return filepath.Join(dir, name) }
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pki := testpki.New(t)
+	files := pki.Write(t, t.TempDir())
+	other := testpki.New(t).Write(t, t.TempDir())
 	const secret, readerSecret = "admin-secret-0123456789", "reader-secret-0123456789"
 	addr := startTLSServer(t, &server.Options{
-		TLS: &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool},
+		TLS: &tls.Config{Certificates: []tls.Certificate{pki.Server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool},
 		Tokens: []server.Token{
 			{Name: "admin", Secret: secret, Admin: []string{"*"}, Publish: []string{"*"}, Consume: []string{"*"}},
 			{Name: "reader", Secret: readerSecret, Consume: []string{"*"}},
 		},
 	})
-	tlsFlags := []string{"--server", addr, "--ca-cert", path("ca.pem"), "--cert", path("client.pem"), "--key", path("client-key.pem")}
+	tlsFlags := []string{"--server", addr, "--ca-cert", files.CA, "--cert", files.ClientCert, "--key", files.ClientKey}
 	for _, tc := range []struct {
 		name string
 		args []string
 		hint string
 	}{
 		{"no TLS", []string{"--server", addr}, "--ca-cert"},
-		{"an untrusted server", []string{"--server", addr, "--ca-cert", path("other-ca.pem")}, "--ca-cert FILE"},
-		{"no client certificate", []string{"--server", addr, "--ca-cert", path("ca.pem")}, "--cert FILE and --key FILE"},
+		{"an untrusted server", []string{"--server", addr, "--ca-cert", other.CA}, "--ca-cert FILE"},
+		{"no client certificate", []string{"--server", addr, "--ca-cert", files.CA}, "--cert FILE and --key FILE"},
 		{"no token", tlsFlags, "--token TOKEN"},
 		{"a wrong token", append(tlsFlags, "--token", "wrong-secret-0123456789"), "check --token"},
 		{"a token without the permission", append(tlsFlags, "--token", readerSecret), "lacks the permission"},
@@ -157,8 +135,8 @@ func TestCLITLSAndToken(t *testing.T) {
 	if r.err != nil || r.out != "created secure: 1 partitions\n" {
 		t.Fatalf("with every flag: %+v", r)
 	}
-	env := []string{"SLUICE_SERVER=https://" + addr, "SLUICE_TOKEN=" + secret, "SLUICE_CA_CERT=" + path("ca.pem"),
-		"SLUICE_CERT=" + path("client.pem"), "SLUICE_KEY=" + path("client-key.pem")}
+	env := []string{"SLUICE_SERVER=https://" + addr, "SLUICE_TOKEN=" + secret, "SLUICE_CA_CERT=" + files.CA,
+		"SLUICE_CERT=" + files.ClientCert, "SLUICE_KEY=" + files.ClientKey}
 	r = runCLI(t, env, "", "pub", "secure", "hello")
 	if r.err != nil || r.out != "0 0\n" {
 		t.Fatalf("from the environment: %+v", r)
@@ -171,7 +149,7 @@ func TestCLITLSAndToken(t *testing.T) {
 	if r := runCLI(t, env, "", "help"); strings.Contains(r.out, secret) {
 		t.Fatal("the help prints the token")
 	}
-	r = runCLI(t, nil, "", "--server", addr, "--cert", path("client.pem"), "stream", "list")
+	r = runCLI(t, nil, "", "--server", addr, "--cert", files.ClientCert, "stream", "list")
 	if r.code != 1 || !strings.Contains(r.errOut, "--cert and --key go together") {
 		t.Fatalf("--cert without --key: exit %d %q", r.code, r.errOut)
 	}
@@ -206,57 +184,4 @@ func startTLSServer(t *testing.T, opts *server.Options) string {
 		b.Close()
 	})
 	return ln.Addr().String()
-}
-
-func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
-// issue signs a certificate for name (an IP address for a server) with ca.
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-func pemCert(der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
-func pemKey(t *testing.T, key any) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
