@@ -83,7 +83,8 @@ func run(args []string) int {
 		return 0
 	}
 	if err == nil && len(args) == 0 {
-		err = &usageError{msg: "missing the verb", hint: "run 'sluice help' for the list of verbs"}
+		printUsage(os.Stderr)
+		return 2
 	}
 	if err != nil {
 		return report("", err)
@@ -121,6 +122,9 @@ func report(verbName string, err error) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
+		if ue.cmd == nil && verbName != "" {
+			ue.cmd = current // a value the verb's own checks refused
+		}
 		if ue.cmd != nil {
 			prefix = "sluice " + ue.cmd.name + ": "
 		}
