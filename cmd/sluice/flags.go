@@ -118,7 +118,8 @@ func dial() (sluice.Client, error) {
 	addr := global.server
 	if tc != nil {
 		opts = append(opts, client.WithTLS(tc))
-		addr = strings.TrimPrefix(addr, "https://")
+		// The TLS flags decide: a host:port then means https.
+		addr = strings.TrimPrefix(strings.TrimPrefix(addr, "https://"), "http://")
 	}
 	c, err := client.Dial(addr, opts...)
 	if err != nil {
