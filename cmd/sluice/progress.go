@@ -7,11 +7,15 @@ import (
 	"time"
 )
 
-// isTerminal reports whether f is a terminal (a character device) rather than a
-// pipe or a file.
+// isTerminal reports whether f is a terminal (a character device other than
+// the null device) rather than a pipe or a file.
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err != nil || !os.SameFile(fi, null)
 }
 
 // progressEvery bounds how often a progress line is redrawn.
@@ -45,7 +49,7 @@ func (p *progress) update(text string) {
 		return
 	}
 	now := p.now()
-	if p.shown && now.Sub(p.last) < progressEvery {
+	if !p.last.IsZero() && now.Sub(p.last) < progressEvery {
 		return
 	}
 	p.last = now
@@ -53,12 +57,12 @@ func (p *progress) update(text string) {
 	fmt.Fprintf(p.w, "\r\x1b[K%s", text)
 }
 
-// clear erases the line, before other output goes to the same terminal.
+// clear erases the line, before other output goes to the same terminal. The
+// next update still waits for its turn.
 func (p *progress) clear() {
 	if p.w != nil && p.shown {
 		fmt.Fprint(p.w, "\r\x1b[K")
 		p.shown = false
-		p.last = time.Time{}
 	}
 }
 

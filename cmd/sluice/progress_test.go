@@ -24,13 +24,15 @@ func TestProgress(t *testing.T) {
 	}
 	b.Reset()
 	p.clear()
-	p.clear() // nothing left to clear
-	p.update("4 messages")
-	if got, want := b.String(), "\r\x1b[K\r\x1b[K4 messages"; got != want {
-		t.Fatalf("after clear %q, want %q: a cleared line is redrawn at once", got, want)
+	p.clear()              // nothing left to clear
+	p.update("4 messages") // cleared, but too soon
+	now = now.Add(progressEvery)
+	p.update("5 messages")
+	if got, want := b.String(), "\r\x1b[K\r\x1b[K5 messages"; got != want {
+		t.Fatalf("after clear %q, want %q", got, want)
 	}
-	if r := p.rate(60); r != "200/s" {
-		t.Fatalf("rate %q for 60 in 0.3 s", r)
+	if r := p.rate(100); r != "200/s" {
+		t.Fatalf("rate %q for 100 in 0.5 s", r)
 	}
 	b.Reset()
 	p.done("published 4 messages")
@@ -44,7 +46,8 @@ func TestProgress(t *testing.T) {
 	quiet.done("y") // no writer: nothing to write to, and no panic
 }
 
-// TestIsTerminal tells a regular file and a pipe from a terminal.
+// TestIsTerminal tells a regular file, a pipe and the null device from a
+// terminal.
 func TestIsTerminal(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
@@ -57,8 +60,13 @@ func TestIsTerminal(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	if isTerminal(f) || isTerminal(w) {
-		t.Fatal("a file or a pipe taken for a terminal")
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if isTerminal(f) || isTerminal(w) || isTerminal(null) {
+		t.Fatal("a file, a pipe or the null device taken for a terminal")
 	}
 }
 

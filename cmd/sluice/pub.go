@@ -96,9 +96,7 @@ func runPub(args []string) error {
 	if o.delay < 0 {
 		return c.usageErr("--delay %v is negative", o.delay)
 	}
-	var in io.Reader = os.Stdin
-	var size int64
-	label := "standard input"
+	in, label := os.Stdin, "standard input"
 	if *file != "" && *file != "-" {
 		f, err := os.Open(*file)
 		if err != nil {
@@ -106,9 +104,10 @@ func runPub(args []string) error {
 		}
 		defer f.Close()
 		in, label = f, *file
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			size = fi.Size()
-		}
+	}
+	var size int64 // known for a file, for a percentage
+	if fi, err := in.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size()
 	}
 	cl, err := dial()
 	if err != nil {
