@@ -95,8 +95,8 @@ func (s *cliServer) fails(code int, args ...string) string {
 	return r.errOut
 }
 
-// lines splits output into its lines, none for an empty output.
-func lines(out string) []string {
+// outputLines splits output into its lines, none for an empty output.
+func outputLines(out string) []string {
 	out = strings.TrimSuffix(out, "\n")
 	if out == "" {
 		return nil
@@ -104,11 +104,11 @@ func lines(out string) []string {
 	return strings.Split(out, "\n")
 }
 
-// positions parses pub's "PARTITION OFFSET" lines.
-func positions(t *testing.T, out string) [][2]int64 {
+// pubPositions parses pub's "PARTITION OFFSET" lines.
+func pubPositions(t *testing.T, out string) [][2]int64 {
 	t.Helper()
 	var ps [][2]int64
-	for _, l := range lines(out) {
+	for _, l := range outputLines(out) {
 		var p, o int64
 		if _, err := fmt.Sscanf(l, "%d %d", &p, &o); err != nil {
 			t.Fatalf("pub printed %q, want PARTITION OFFSET", l)
@@ -243,7 +243,7 @@ func TestCLIPubForms(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("pub --file: %v\n%s", r.err, r.errOut)
 	}
-	ps := positions(t, r.out)
+	ps := pubPositions(t, r.out)
 	if len(ps) != n {
 		t.Fatalf("pub --file printed %d positions, want %d", len(ps), n)
 	}
@@ -257,14 +257,14 @@ func TestCLIPubForms(t *testing.T) {
 	}
 
 	// Standard input without a final newline, and CRLF lines.
-	if ps := positions(t, s.okIn("x\r\ny", "pub", "events")); len(ps) != 2 || ps[0][1] != n || ps[1][1] != n+1 {
+	if ps := pubPositions(t, s.okIn("x\r\ny", "pub", "events")); len(ps) != 2 || ps[0][1] != n || ps[1][1] != n+1 {
 		t.Fatalf("pub from stdin: %v", ps)
 	}
 	// Headers and a key, then a delayed message.
 	s.ok("pub", "events", "--key", "user-1", "--header", "source=web", "--header", "trace=42", "--id", "evt-1", "with headers")
 	s.ok("pub", "events", "--delay", "1h", "later")
 
-	got := lines(s.ok("sub", "events", "--subscription", "read", "--json", "--count", strconv.Itoa(n+3), "--timeout", "30s"))
+	got := outputLines(s.ok("sub", "events", "--subscription", "read", "--json", "--count", strconv.Itoa(n+3), "--timeout", "30s"))
 	if len(got) != n+3 {
 		t.Fatalf("sub printed %d messages, want %d", len(got), n+3)
 	}

@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// groups are the verbs made of sub-verbs.
-var groups = map[string]group{"stream": streamGroup, "subscription": subscriptionGroup, "dlq": dlqGroup, "schedule": scheduleGroup}
+// verbGroups are the verbs made of sub-verbs.
+var verbGroups = map[string]group{"stream": streamGroup, "subscription": subscriptionGroup, "dlq": dlqGroup, "schedule": scheduleGroup}
 
 // TestCLIHelp asks every verb and sub-verb for its help, with --help and with
 // `sluice help`: usage on standard output, an example, exit status 0, and no
@@ -23,7 +23,7 @@ func TestCLIHelp(t *testing.T) {
 			continue // their own flags, owned with them
 		}
 		forms = append(forms, form{[]string{v.name}})
-		for _, s := range groups[v.name].subs {
+		for _, s := range verbGroups[v.name].subs {
 			forms = append(forms, form{[]string{v.name, s.name}})
 		}
 	}

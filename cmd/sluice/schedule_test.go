@@ -17,7 +17,7 @@ func TestCLISchedule(t *testing.T) {
 	}
 	s.ok("schedule", "create", "heartbeat", "--stream", "jobs", "--every", "1h", "ping")
 
-	list := lines(s.ok("schedule", "list"))
+	list := outputLines(s.ok("schedule", "list"))
 	if len(list) != 2 || !strings.HasPrefix(list[0], "heartbeat") || !strings.Contains(list[0], "every 1h0m0s") ||
 		!strings.HasPrefix(list[1], "nightly") || !strings.Contains(list[1], "fired 0") {
 		t.Fatalf("schedule list: %q", list)
@@ -38,7 +38,7 @@ func TestCLISchedule(t *testing.T) {
 	if len(infos) != 2 || infos[1].Config.Name != "nightly" || !infos[1].Config.Paused || infos[1].Config.TimeZone != "Europe/Paris" {
 		t.Fatalf("schedule list --json after pause: %+v", infos)
 	}
-	if !strings.Contains(lines(s.ok("schedule", "list"))[1], "next paused") {
+	if !strings.Contains(outputLines(s.ok("schedule", "list"))[1], "next paused") {
 		t.Fatal("schedule list does not show the pause")
 	}
 	if out := s.ok("schedule", "resume", "nightly"); !strings.HasPrefix(out, "resumed nightly: next 20") {
@@ -47,7 +47,7 @@ func TestCLISchedule(t *testing.T) {
 	if out := s.ok("schedule", "delete", "heartbeat"); out != "deleted heartbeat\n" {
 		t.Fatalf("schedule delete printed %q", out)
 	}
-	if list := lines(s.ok("schedule", "list")); len(list) != 1 {
+	if list := outputLines(s.ok("schedule", "list")); len(list) != 1 {
 		t.Fatalf("after delete: %q", list)
 	}
 

@@ -81,7 +81,7 @@ func TestCLITop(t *testing.T) {
 		t.Fatalf("top --iterations 3 printed %d tables:\n%s", n, out)
 	}
 	var row []string
-	for _, l := range lines(out) {
+	for _, l := range outputLines(out) {
 		if f := strings.Fields(l); len(f) > 0 && f[0] == "orders" {
 			row = f
 		}
@@ -106,7 +106,7 @@ func TestTopRates(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string][]string{}
-	for _, l := range lines(b.String())[2:] {
+	for _, l := range outputLines(b.String())[2:] {
 		f := strings.Fields(l)
 		got[f[0]+"/"+f[3]] = f
 	}

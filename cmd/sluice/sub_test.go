@@ -86,7 +86,7 @@ func TestCLISubCountLeasesNoMore(t *testing.T) {
 	if info := s.subInfo("jobs", "w"); info.InFlight != 0 || info.Backlog != 50 {
 		t.Fatalf("after sub --count 1 --nack: %+v; want nothing left in flight", info)
 	}
-	if out := s.ok("sub", "jobs", "--subscription", "w", "--count", "7"); len(lines(out)) != 7 {
+	if out := s.ok("sub", "jobs", "--subscription", "w", "--count", "7"); len(outputLines(out)) != 7 {
 		t.Fatalf("sub --count 7 printed %q", out)
 	}
 	if info := s.subInfo("jobs", "w"); info.InFlight != 0 || info.Backlog != 43 {
@@ -103,7 +103,7 @@ func TestCLIDeadLetters(t *testing.T) {
 	if out := s.ok("sub", "payments", "--subscription", "charge", "--max-deliveries", "1", "--count", "1", "--nack"); out != "card-4242\n" {
 		t.Fatalf("sub --nack printed %q", out)
 	}
-	list := lines(s.ok("dlq", "list", "payments", "--subscription", "charge"))
+	list := outputLines(s.ok("dlq", "list", "payments", "--subscription", "charge"))
 	if len(list) != 1 || !strings.Contains(list[0], "card-4242") || !strings.Contains(list[0], "source=0/0") {
 		t.Fatalf("dlq list: %q; want the one dead letter with its body", list)
 	}
@@ -145,7 +145,7 @@ func TestCLIDeadLetters(t *testing.T) {
 	s.ok("pub", "payments", "a", "b")
 	s.ok("sub", "payments", "--subscription", "charge", "--count", "2", "--nack")
 	var jl []map[string]any
-	for _, l := range lines(s.ok("dlq", "list", "payments", "--subscription", "charge", "--json")) {
+	for _, l := range outputLines(s.ok("dlq", "list", "payments", "--subscription", "charge", "--json")) {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatal(err)
@@ -155,7 +155,7 @@ func TestCLIDeadLetters(t *testing.T) {
 	if len(jl) != 2 || jl[0]["body"] != "a" || jl[1]["body"] != "b" {
 		t.Fatalf("dlq list --json: %v", jl)
 	}
-	if out := s.ok("dlq", "list", "payments", "--subscription", "charge", "--limit", "1"); len(lines(out)) != 1 {
+	if out := s.ok("dlq", "list", "payments", "--subscription", "charge", "--limit", "1"); len(outputLines(out)) != 1 {
 		t.Fatalf("dlq list --limit 1: %q", out)
 	}
 	if out := s.ok("dlq", "purge", "payments", "--subscription", "charge"); !strings.Contains(out, "purged") {
@@ -190,7 +190,7 @@ func TestCLISubscription(t *testing.T) {
 	if errOut := s.fails(1, "subscription", "create", "log", "idx"); !strings.Contains(errOut, "already exists") {
 		t.Fatalf("a second create: %q", errOut)
 	}
-	list := lines(s.ok("subscription", "list", "log"))
+	list := outputLines(s.ok("subscription", "list", "log"))
 	if len(list) != 2 || !strings.HasPrefix(list[0], "idx\tkey_ordered\t3 backlog") || !strings.HasPrefix(list[1], "tail\tqueue\t0 backlog") {
 		t.Fatalf("subscription list: %q", list)
 	}
@@ -227,7 +227,7 @@ func TestCLISubscription(t *testing.T) {
 	if out := s.ok("subscription", "delete", "log", "tail"); out != "deleted tail on log\n" {
 		t.Fatalf("subscription delete printed %q", out)
 	}
-	if list := lines(s.ok("subscription", "list", "log")); len(list) != 1 {
+	if list := outputLines(s.ok("subscription", "list", "log")); len(list) != 1 {
 		t.Fatalf("after delete: %q", list)
 	}
 }
