@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sluicemq/sluice/server"
 )
 
 // sluiceCLI runs the binary with args (and stdin) as a user would, against the
@@ -304,6 +306,30 @@ func TestCLIPubForms(t *testing.T) {
 	}
 	if errOut := s.fails(1, "pub", "nowhere", "x"); !strings.Contains(errOut, "sluice stream create") {
 		t.Fatalf("publishing to a missing stream says %q; want how to create it", errOut)
+	}
+}
+
+// TestCLIPubSplitsOverLimit publishes lines whose batch is over the server's
+// request limit: pub sends it again in halves, and every message is stored
+// once, in order.
+func TestCLIPubSplitsOverLimit(t *testing.T) {
+	addr := startAPIServer(t, &server.Options{MaxRequestBytes: server.MinMaxRequestBytes})
+	s := &cliServer{t: t, addr: addr}
+	s.ok("stream", "create", "wide")
+	line := strings.Repeat("x", 200) + "\n"
+	const n = 1200 // a batch of 1000 lines is about 200 KB, over 64 KiB
+	path := filepath.Join(t.TempDir(), "wide.txt")
+	if err := os.WriteFile(path, []byte(strings.Repeat(line, n)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ps := pubPositions(t, s.ok("pub", "wide", "--file", path))
+	if len(ps) != n {
+		t.Fatalf("pub printed %d positions, want %d", len(ps), n)
+	}
+	for i, p := range ps {
+		if p != [2]int64{0, int64(i)} {
+			t.Fatalf("position %d is %v", i, p)
+		}
 	}
 }
 

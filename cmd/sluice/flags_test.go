@@ -106,7 +106,7 @@ func TestCLITLSAndToken(t *testing.T) {
 	files := pki.Write(t, t.TempDir())
 	other := testpki.New(t).Write(t, t.TempDir())
 	const secret, readerSecret = "admin-secret-0123456789", "reader-secret-0123456789"
-	addr := startTLSServer(t, &server.Options{
+	addr := startAPIServer(t, &server.Options{
 		TLS: &tls.Config{Certificates: []tls.Certificate{pki.Server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool},
 		Tokens: []server.Token{
 			{Name: "admin", Secret: secret, Admin: []string{"*"}, Publish: []string{"*"}, Consume: []string{"*"}},
@@ -155,9 +155,9 @@ func TestCLITLSAndToken(t *testing.T) {
 	}
 }
 
-// startTLSServer serves a fresh broker with opts on a free port until the test
-// ends, and returns its address.
-func startTLSServer(t *testing.T, opts *server.Options) string {
+// startAPIServer serves a fresh broker in process with opts (TLS, tokens,
+// limits) on a free port until the test ends, and returns its address.
+func startAPIServer(t *testing.T, opts *server.Options) string {
 	t.Helper()
 	b, err := sluice.Open(t.TempDir(), &sluice.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

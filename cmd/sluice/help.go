@@ -270,6 +270,8 @@ func hint(err error) string {
 		return "choose another name, or remove it first with 'sluice schedule delete NAME'"
 	case errors.Is(err, sluice.ErrStreamFull):
 		return "the stream is at its bound: let its consumers catch up and retry, or raise it with 'sluice stream update NAME --max-messages N' (or --max-bytes)"
+	case errors.Is(err, client.ErrLimit):
+		return "the request is over a limit of the server, named above: send less at once (smaller messages or batches)"
 	case errors.Is(err, sluice.ErrStaleLease):
 		return "the lease ran out before the settlement and the message went back to the subscription: a longer --lease gives more time"
 	case errors.As(err, &ie):

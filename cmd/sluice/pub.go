@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/client"
 )
 
 const pubHelp = `sluice pub NAME [flags] [BODY...]
@@ -159,9 +160,18 @@ type publisher struct {
 	acked  int64     // messages acknowledged
 }
 
-// publish sends one batch and prints the positions of the messages stored.
+// publish sends one batch and prints the positions of the messages stored. A
+// batch over a request limit of the server (which stored none of it) is sent
+// again in halves.
 func (p *publisher) publish(ctx context.Context, msgs []sluice.Message) error {
 	ps, err := p.c.PublishBatch(ctx, p.stream, msgs)
+	if errors.Is(err, client.ErrLimit) && len(ps) == 0 && len(msgs) > 1 {
+		h := len(msgs) / 2
+		if err := p.publish(ctx, msgs[:h]); err != nil {
+			return err
+		}
+		return p.publish(ctx, msgs[h:])
+	}
 	for _, pos := range ps {
 		if pos.Offset < 0 {
 			break // in input order: none after the first not stored
