@@ -175,8 +175,8 @@ func TestConformPublishAndRead(t *testing.T) {
 			t.Fatalf("first %+v, repeat %+v", first, dup)
 		}
 		info := must(c.Stream(ctx(t), "s"))(t)
-		if info.Messages != 13 || info.Counters.Duplicates != 1 {
-			t.Fatalf("stream holds %d messages, %d duplicates; want 13, 1", info.Messages, info.Counters.Duplicates)
+		if info.Messages != 13 || info.Counters.Duplicates != 1 || info.Counters.Published != 13 || info.Counters.PublishedBytes < 13*4 {
+			t.Fatalf("stream holds %d messages, %d duplicates, published %+v; want 13, 1, 13", info.Messages, info.Counters.Duplicates, info.Counters)
 		}
 	})
 }

@@ -96,13 +96,15 @@ func streamInfoFrom(info *sluicev1.StreamInfo) sluice.StreamInfo {
 		Messages:   info.GetMessages(),
 		Bytes:      info.GetBytes(),
 		Counters: sluice.StreamCounters{
-			Rejected:      cs.GetRejected(),
-			Blocked:       cs.GetBlocked(),
-			BlockedTime:   cs.GetBlockedTime().AsDuration(),
-			Dropped:       cs.GetDropped(),
-			Duplicates:    cs.GetDuplicates(),
-			DedupeKeys:    int(cs.GetDedupeKeys()),
-			DedupeEvicted: cs.GetDedupeEvicted(),
+			Rejected:       cs.GetRejected(),
+			Blocked:        cs.GetBlocked(),
+			BlockedTime:    cs.GetBlockedTime().AsDuration(),
+			Dropped:        cs.GetDropped(),
+			Duplicates:     cs.GetDuplicates(),
+			DedupeKeys:     int(cs.GetDedupeKeys()),
+			DedupeEvicted:  cs.GetDedupeEvicted(),
+			Published:      cs.GetPublished(),
+			PublishedBytes: cs.GetPublishedBytes(),
 		},
 	}
 	for i, p := range info.GetPartitions() {

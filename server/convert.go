@@ -131,13 +131,15 @@ func streamInfoTo(info sluice.StreamInfo) *sluicev1.StreamInfo {
 		Messages:   info.Messages,
 		Bytes:      info.Bytes,
 		Counters: &sluicev1.StreamCounters{
-			Rejected:      info.Counters.Rejected,
-			Blocked:       info.Counters.Blocked,
-			BlockedTime:   apiconv.DurationOrNil(info.Counters.BlockedTime),
-			Dropped:       info.Counters.Dropped,
-			Duplicates:    info.Counters.Duplicates,
-			DedupeKeys:    int64(info.Counters.DedupeKeys),
-			DedupeEvicted: info.Counters.DedupeEvicted,
+			Rejected:       info.Counters.Rejected,
+			Blocked:        info.Counters.Blocked,
+			BlockedTime:    apiconv.DurationOrNil(info.Counters.BlockedTime),
+			Dropped:        info.Counters.Dropped,
+			Duplicates:     info.Counters.Duplicates,
+			DedupeKeys:     int64(info.Counters.DedupeKeys),
+			DedupeEvicted:  info.Counters.DedupeEvicted,
+			Published:      info.Counters.Published,
+			PublishedBytes: info.Counters.PublishedBytes,
 		},
 	}
 	for i, p := range info.Partitions {

@@ -3,18 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +22,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
+	"github.com/sluicemq/sluice/internal/testpki"
 )
 
 // serveEnv is the environment of a child sluice serve: this test binary's,
@@ -178,61 +172,13 @@ func TestServeRefusesPublicAddressWithoutAuth(t *testing.T) {
 	child.stop(t)
 }
 
-// writePKI writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate, with their keys, as PEM files in dir.
-func writePKI(t *testing.T, dir string) (ca, serverCert, serverKey, clientCert, clientKey string) {
-	t.Helper()
-	now := time.Now()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sluice test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		k := key()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "PRIVATE KEY", kder)
-	}
-	serverCert, serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	clientCert, clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return write("ca.pem", "CERTIFICATE", caDER), serverCert, serverKey, clientCert, clientKey
-}
-
 // TestServeSecurity runs sluice serve with tokens and TLS with client
 // certificates from a config file, and checks what each client gets, through
 // the Go client (Connect and gRPC) and plain HTTP with JSON.
 func TestServeSecurity(t *testing.T) {
 	dir := t.TempDir()
-	ca, cert, key, clientCert, clientKey := writePKI(t, dir)
+	pki := testpki.New(t).Write(t, dir)
+	ca, cert, key, clientCert, clientKey := pki.CA, pki.ServerCert, pki.ServerKey, pki.ClientCert, pki.ClientKey
 	const (
 		writer = "writer-0123456789abcdef"
 		ops    = "ops-0123456789abcdef"

@@ -16,7 +16,8 @@ const statsHelp = `sluice stats [STREAM...] [--json]
 
 Shows every stream (or those named): partitions, messages and bytes stored,
 the messages ever appended (the sum of the partitions' next offsets), the
-counters since the server started (duplicates, rejected, blocked, dropped), and each subscription: backlog, in flight, waiting for a retry,
+counters since the server started (published messages and bytes, duplicates,
+rejected, blocked, dropped), and each subscription: backlog, in flight, waiting for a retry,
 delayed, parked keys, redeliveries, dead letters and lag (the age of the
 oldest message not yet settled). --json prints one JSON document.
 
@@ -47,6 +48,8 @@ type streamStats struct {
 // streamCounters are the counters the network API carries, since the server
 // started.
 type streamCounters struct {
+	Published      int64   `json:"published"`
+	PublishedBytes int64   `json:"published_bytes"`
 	Rejected       int64   `json:"rejected"`
 	Blocked        int64   `json:"blocked"`
 	BlockedSeconds float64 `json:"blocked_seconds"`
@@ -108,7 +111,7 @@ func collectStats(ctx context.Context, cl sluice.Client, names []string) (statsD
 func streamStatsOf(s sluice.StreamInfo, subs []sluice.SubscriptionInfo, now time.Time) streamStats {
 	k := s.Counters
 	out := streamStats{Name: s.Config.Name, Partitions: len(s.Partitions), Messages: s.Messages, Bytes: s.Bytes,
-		Counters: streamCounters{Rejected: k.Rejected,
+		Counters: streamCounters{Published: k.Published, PublishedBytes: k.PublishedBytes, Rejected: k.Rejected,
 			Blocked: k.Blocked, BlockedSeconds: k.BlockedTime.Seconds(), Dropped: k.Dropped, Duplicates: k.Duplicates,
 			DedupeKeys: k.DedupeKeys, DedupeEvicted: k.DedupeEvicted},
 		Subscriptions: []subscriptionStats{}}

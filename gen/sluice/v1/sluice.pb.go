@@ -817,8 +817,8 @@ func (x *PartitionInfo) GetSegments() int32 {
 	return 0
 }
 
-// StreamCounters count a stream's backpressure and deduplication since the
-// broker started.
+// StreamCounters count a stream's publishes, backpressure and deduplication
+// since the broker started.
 type StreamCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// rejected counts publishes refused because the stream was full.
@@ -833,8 +833,12 @@ type StreamCounters struct {
 	Duplicates    int64 `protobuf:"varint,5,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	DedupeKeys    int64 `protobuf:"varint,6,opt,name=dedupe_keys,json=dedupeKeys,proto3" json:"dedupe_keys,omitempty"`
 	DedupeEvicted int64 `protobuf:"varint,7,opt,name=dedupe_evicted,json=dedupeEvicted,proto3" json:"dedupe_evicted,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// published counts the messages publishes stored, published_bytes their
+	// encoded bytes.
+	Published      int64 `protobuf:"varint,8,opt,name=published,proto3" json:"published,omitempty"`
+	PublishedBytes int64 `protobuf:"varint,9,opt,name=published_bytes,json=publishedBytes,proto3" json:"published_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamCounters) Reset() {
@@ -912,6 +916,20 @@ func (x *StreamCounters) GetDedupeKeys() int64 {
 func (x *StreamCounters) GetDedupeEvicted() int64 {
 	if x != nil {
 		return x.DedupeEvicted
+	}
+	return 0
+}
+
+func (x *StreamCounters) GetPublished() int64 {
+	if x != nil {
+		return x.Published
+	}
+	return 0
+}
+
+func (x *StreamCounters) GetPublishedBytes() int64 {
+	if x != nil {
+		return x.PublishedBytes
 	}
 	return 0
 }
@@ -5817,7 +5835,7 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\fstart_offset\x18\x02 \x01(\x03R\vstartOffset\x12%\n" +
 	"\x0ehigh_watermark\x18\x03 \x01(\x03R\rhighWatermark\x12\x14\n" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x1a\n" +
-	"\bsegments\x18\x05 \x01(\x05R\bsegments\"\x86\x02\n" +
+	"\bsegments\x18\x05 \x01(\x05R\bsegments\"\xcd\x02\n" +
 	"\x0eStreamCounters\x12\x1a\n" +
 	"\brejected\x18\x01 \x01(\x03R\brejected\x12\x18\n" +
 	"\ablocked\x18\x02 \x01(\x03R\ablocked\x12<\n" +
@@ -5828,7 +5846,9 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"duplicates\x12\x1f\n" +
 	"\vdedupe_keys\x18\x06 \x01(\x03R\n" +
 	"dedupeKeys\x12%\n" +
-	"\x0ededupe_evicted\x18\a \x01(\x03R\rdedupeEvicted\"F\n" +
+	"\x0ededupe_evicted\x18\a \x01(\x03R\rdedupeEvicted\x12\x1c\n" +
+	"\tpublished\x18\b \x01(\x03R\tpublished\x12'\n" +
+	"\x0fpublished_bytes\x18\t \x01(\x03R\x0epublishedBytes\"F\n" +
 	"\x13CreateStreamRequest\x12/\n" +
 	"\x06config\x18\x01 \x01(\v2\x17.sluice.v1.StreamConfigR\x06config\"E\n" +
 	"\x14CreateStreamResponse\x12-\n" +
