@@ -22,8 +22,10 @@ const (
 	maxReconnects = 10
 )
 
-// streamOpener opens a server stream that starts at start; nil start is the
-// caller's initial position.
+// streamOpener opens a server stream at the caller's start, or after resume's
+// offsets in the partitions that have one. It returns once the server has
+// answered with its headers, which it sends once the read is open: a start at
+// the latest is then fixed before the caller goes on.
 type streamOpener func(ctx context.Context, resume map[int]int64) (recv func() ([]*sluicev1.Record, error), closeFn func(), err error)
 
 // reader is a sluice.Reader over a server stream: one goroutine receives
@@ -43,23 +45,42 @@ type reader struct {
 
 var _ sluice.Reader = (*reader)(nil)
 
-func newReader(parent context.Context, first int64, open streamOpener) *reader {
-	ctx, cancel := context.WithCancel(parent)
+// newReader opens the first stream within ctx, and keeps it (and the ones
+// that replace it) open until parent ends or the reader is closed.
+func newReader(ctx, parent context.Context, first int64, open streamOpener) (*reader, error) {
+	rctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(ctx, cancel)
+	recv, closeFn, err := open(rctx, nil)
+	if !stop() {
+		if err == nil {
+			closeFn()
+		}
+		cancel()
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, mapError("Read", err)
+	}
 	r := &reader{cancel: cancel, batches: make(chan []*sluicev1.Record, 1), failed: make(chan struct{}), next: first}
 	r.wg.Add(1)
-	go r.run(ctx, open)
-	return r
+	go r.run(rctx, open, recv, closeFn)
+	return r, nil
 }
 
-// run receives until ctx ends or the stream fails for good.
-func (r *reader) run(ctx context.Context, open streamOpener) {
+// run receives until ctx ends or the stream fails for good, starting with the
+// stream newReader opened.
+func (r *reader) run(ctx context.Context, open streamOpener, recv func() ([]*sluicev1.Record, error), closeFn func()) {
 	defer r.wg.Done()
 	resume := map[int]int64{} // per partition, the offset after the last record received
 	wait := reconnectInitial
 	failures := 0
 	var last error
+	var err error
 	for {
-		recv, closeFn, err := open(ctx, resume)
+		if recv == nil {
+			recv, closeFn, err = open(ctx, resume)
+		}
 		if err == nil {
 			for {
 				var recs []*sluicev1.Record
@@ -84,6 +105,7 @@ func (r *reader) run(ctx context.Context, open streamOpener) {
 			}
 			closeFn()
 		}
+		recv = nil
 		if ctx.Err() != nil {
 			r.fail(sluice.ErrClosed)
 			return
@@ -184,6 +206,7 @@ func (c *Client) NewReader(ctx context.Context, stream string, cfg sluice.Reader
 		if err != nil {
 			return nil, nil, err
 		}
+		s.ResponseHeader()
 		return func() ([]*sluicev1.Record, error) {
 			if s.Receive() {
 				return s.Msg().GetRecords(), nil
@@ -195,7 +218,7 @@ func (c *Client) NewReader(ctx context.Context, stream string, cfg sluice.Reader
 			return nil, connect.NewError(connect.CodeUnavailable, errors.New("read stream ended"))
 		}, func() { s.Close() }, nil
 	}
-	return newReader(c.closed, first, open), nil
+	return newReader(ctx, c.closed, first, open)
 }
 
 // SubscribeLive follows every partition of a stream at once, over the
@@ -222,6 +245,7 @@ func (c *Client) SubscribeLive(ctx context.Context, stream string, cfg sluice.Li
 		if err != nil {
 			return nil, nil, err
 		}
+		s.ResponseHeader()
 		return func() ([]*sluicev1.Record, error) {
 			if !s.Receive() {
 				if err := s.Err(); err != nil {
@@ -239,7 +263,7 @@ func (c *Client) SubscribeLive(ctx context.Context, stream string, cfg sluice.Li
 			return out, nil
 		}, func() { s.Close() }, nil
 	}
-	return newReader(c.closed, first, open), nil
+	return newReader(ctx, c.closed, first, open)
 }
 
 // checkStream fails as the broker's NewReader would for a missing stream or,
