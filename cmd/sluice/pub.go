@@ -19,7 +19,9 @@ Publishes one message per BODY; without any, one per line of --file or, without
 it, of standard input, sent in batches. Prints "PARTITION OFFSET" for each
 message once the server acknowledged it (it is on disk), in input order. A
 message whose idempotency key the stream already has prints the original's
-position. Publishing a file shows progress on a terminal.
+position. With --id and several messages, each gets its own key, ID-1, ID-2,
+..., in input order, so the whole command can be repeated safely. Publishing a
+file shows progress on a terminal.
 
 examples:
   sluice pub emails --key user-42 '{"template":"welcome"}'
