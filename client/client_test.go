@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 
 // env is a broker served on 127.0.0.1 as sluice serve runs it.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	addr string
 	b    *sluice.Broker
@@ -32,7 +32,7 @@ type env struct {
 }
 
 // start serves a broker over dir on addr ("127.0.0.1:0" for any port).
-func start(t *testing.T, dir, addr string) *env {
+func start(t testing.TB, dir, addr string) *env {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	b, err := sluice.Open(dir, &sluice.Options{Logger: quiet})

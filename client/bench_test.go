@@ -1,0 +1,124 @@
+package client_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/client"
+)
+
+// Benchmarks of the network client against the embedded broker in the same
+// run: what the network costs per operation, with the default durability
+// (fsync before every acknowledgement).
+//
+//	go test -run '^$' -bench . -benchtime 2000x ./client
+
+func benchTargets(b *testing.B) []struct {
+	name string
+	c    func(b *testing.B) sluice.Client
+} {
+	return []struct {
+		name string
+		c    func(b *testing.B) sluice.Client
+	}{
+		{"embedded", func(b *testing.B) sluice.Client {
+			br, err := sluice.Open(b.TempDir(), &sluice.Options{Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { br.Close() })
+			return br
+		}},
+		{"remote", func(b *testing.B) sluice.Client {
+			e := start(b, b.TempDir(), "127.0.0.1:0")
+			b.Cleanup(e.stop)
+			c, err := client.Dial(e.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+// BenchmarkPublishConcurrent publishes 1 KiB messages from 64 goroutines, each
+// waiting for its acknowledgement.
+func BenchmarkPublishConcurrent(b *testing.B) {
+	for _, tg := range benchTargets(b) {
+		b.Run(tg.name, func(b *testing.B) {
+			c := tg.c(b)
+			ctx := context.Background()
+			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Partitions: 4}); err != nil {
+				b.Fatal(err)
+			}
+			body := make([]byte, 1024)
+			b.SetBytes(1024)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := (b.N + 63) / 64
+			for range 64 {
+				wg.Go(func() {
+					for range per {
+						if _, err := c.Publish(ctx, "s", sluice.Message{Body: body}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(per*64)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkConsume drains a backlog of 1 KiB messages with one consumer that
+// fetches up to 100 at a time and acks each.
+func BenchmarkConsume(b *testing.B) {
+	for _, tg := range benchTargets(b) {
+		b.Run(tg.name, func(b *testing.B) {
+			c := tg.c(b)
+			ctx := context.Background()
+			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
+				b.Fatal(err)
+			}
+			msgs := make([]sluice.Message, 1000)
+			for i := range msgs {
+				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
+			}
+			for n := 0; n < b.N; n += len(msgs) {
+				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			con, err := c.NewConsumer(ctx, "s", "w", sluice.ConsumerConfig{MaxInFlight: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer con.Close()
+			b.SetBytes(1024)
+			b.ResetTimer()
+			for got := 0; got < b.N; {
+				ds, err := con.Fetch(ctx, 100)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, d := range ds {
+					if err := con.Ack(ctx, d); err != nil {
+						b.Fatal(err)
+					}
+				}
+				got += len(ds)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
