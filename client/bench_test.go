@@ -121,4 +121,3 @@ func BenchmarkConsume(b *testing.B) {
 		})
 	}
 }
-
