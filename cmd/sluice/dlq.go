@@ -59,19 +59,16 @@ examples:
 
 func runDLQList(args []string) error {
 	c := newCommand("dlq list", dlqListHelp)
-	sub := c.fs.String("subscription", "", "the subscription `SUB` (required)")
+	c.subscriptionFlag("the subscription `SUB` (required)")
 	contains := c.fs.String("contains", "", "only those whose reason or attempt errors contain `TEXT`")
 	all := c.fs.Bool("all", false, "also those already redriven")
 	limit := c.fs.Int("limit", 0, "list at most `N` (default: all)")
 	asJSON := c.fs.Bool("json", false, "print one JSON object per dead letter")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
-	stream, subName, err := streamAndSub(c, pos, *sub)
-	if err != nil {
-		return err
-	}
+	stream, sub := pos[0], pos[1]
 	if *limit < 0 {
 		return c.usageErr("--limit %d is negative", *limit)
 	}
@@ -87,7 +84,7 @@ func runDLQList(args []string) error {
 		if *limit > 0 {
 			q.Limit = min(dlqPage, *limit-n)
 		}
-		dls, next, err := cl.DeadLetters(ctx, stream, subName, q)
+		dls, next, err := cl.DeadLetters(ctx, stream, sub, q)
 		if err != nil {
 			return err
 		}
@@ -254,17 +251,14 @@ examples:
 
 func runDLQRedrive(args []string) error {
 	c := newCommand("dlq redrive", dlqRedriveHelp)
-	sub := c.fs.String("subscription", "", "the subscription `SUB` (required)")
+	c.subscriptionFlag("the subscription `SUB` (required)")
 	contains := c.fs.String("contains", "", "only those whose reason or attempt errors contain `TEXT`")
 	rate := c.fs.Float64("rate", 0, "at most `N` dead letters a second (default: no bound)")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
-	stream, subName, err := streamAndSub(c, pos, *sub)
-	if err != nil {
-		return err
-	}
+	stream, sub := pos[0], pos[1]
 	if *rate < 0 {
 		return c.usageErr("--rate %v is negative", *rate)
 	}
@@ -274,7 +268,7 @@ func runDLQRedrive(args []string) error {
 	}
 	defer cl.Close()
 	ctx := context.Background()
-	info, err := cl.Subscription(ctx, stream, subName)
+	info, err := cl.Subscription(ctx, stream, sub)
 	if err != nil {
 		return err
 	}
@@ -291,14 +285,14 @@ func runDLQRedrive(args []string) error {
 	prog := newProgress()
 	total := 0
 	for {
-		n, next, err := cl.RedriveDeadLetters(ctx, stream, subName, opts)
+		n, next, err := cl.RedriveDeadLetters(ctx, stream, sub, opts)
 		total += n
 		if err != nil {
 			prog.done(fmt.Sprintf("redrove %d dead letters before the error", total))
 			return fmt.Errorf("after %d redriven: %w", total, err)
 		}
 		if end > start {
-			prog.update(fmt.Sprintf("redrive %s/%s: %d redriven, %.0f%% of the dead-letter stream", stream, subName, total,
+			prog.update(fmt.Sprintf("redrive %s/%s: %d redriven, %.0f%% of the dead-letter stream", stream, sub, total,
 				100*float64(min(max(next-start, 0), end-start))/float64(end-start)))
 		}
 		if next <= opts.Query.From || next >= end {
@@ -307,7 +301,7 @@ func runDLQRedrive(args []string) error {
 		opts.Query.From = next
 	}
 	prog.done(fmt.Sprintf("redrove %d dead letters in %v", total, prog.elapsed().Round(time.Millisecond)))
-	fmt.Printf("redriven %d dead letters of %s on %s\n", total, subName, stream)
+	fmt.Printf("redriven %d dead letters of %s on %s\n", total, sub, stream)
 	return nil
 }
 
@@ -321,24 +315,17 @@ examples:
 
 func runDLQPurge(args []string) error {
 	c := newCommand("dlq purge", dlqPurgeHelp)
-	sub := c.fs.String("subscription", "", "the subscription `SUB` (required)")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	stream, subName, err := streamAndSub(c, pos, *sub)
-	if err != nil {
-		return err
-	}
-	cl, err := dial()
+	c.subscriptionFlag("the subscription `SUB` (required)")
+	pos, cl, err := c.connect(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	next, err := cl.PurgeDeadLetters(context.Background(), stream, subName)
+	stream, sub := pos[0], pos[1]
+	next, err := cl.PurgeDeadLetters(context.Background(), stream, sub)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("purged the dead letters of %s on %s (later ones start at offset %d)\n", subName, stream, next)
+	fmt.Printf("purged the dead letters of %s on %s (later ones start at offset %d)\n", sub, stream, next)
 	return nil
 }

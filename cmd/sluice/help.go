@@ -29,6 +29,9 @@ type command struct {
 	name string // as typed: "pub", "stream create"
 	help string // synopsis on the first line, then what it does and examples
 	fs   *flag.FlagSet
+	// sub is the --subscription flag of a verb that takes "STREAM SUB": the
+	// flag gives the last positional argument (see subscriptionFlag).
+	sub *string
 }
 
 // current is the command being run, so that an error from the server that
@@ -87,6 +90,43 @@ func (c *command) args(pos []string, names ...string) error {
 		return c.usageErr("unexpected argument %q", pos[len(names)])
 	}
 	return nil
+}
+
+// subscriptionFlag defines --subscription SUB, which parseArgs takes as the
+// last positional argument: "STREAM SUB" and "STREAM --subscription SUB" are
+// the same.
+func (c *command) subscriptionFlag(usage string) {
+	c.sub = c.fs.String("subscription", "", usage)
+}
+
+// parseArgs parses args and checks that the positional arguments are the ones
+// names lists, --subscription counted as the last.
+func (c *command) parseArgs(args []string, names ...string) ([]string, error) {
+	pos, err := c.parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if c.sub != nil && *c.sub != "" {
+		pos = append(pos, *c.sub)
+	}
+	if err := c.args(pos, names...); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// connect is parseArgs, then dial, for a verb that has nothing more to check
+// before it talks to the server. The caller closes the client.
+func (c *command) connect(args []string, names ...string) ([]string, sluice.Client, error) {
+	pos, err := c.parseArgs(args, names...)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return pos, cl, nil
 }
 
 // printHelp writes the usage, the explanation, the examples and the flags.

@@ -64,11 +64,8 @@ func runScheduleCreate(args []string) error {
 	c.fs.Var(&headers, "header", "a header `KEY=VALUE`; repeat for more")
 	partition := c.fs.Int("partition", -1, "publish to partition `N` instead of the one the key chooses")
 	paused := c.fs.Bool("paused", false, "create it paused")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "NAME", "BODY")
 	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME", "BODY"); err != nil {
 		return err
 	}
 	if *stream == "" {
@@ -132,14 +129,7 @@ examples:
 func runScheduleList(args []string) error {
 	c := newCommand("schedule list", scheduleListHelp)
 	asJSON := c.fs.Bool("json", false, "print the schedules as a JSON array")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos); err != nil {
-		return err
-	}
-	cl, err := dial()
+	_, cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
@@ -173,14 +163,7 @@ func runSchedulePause(args []string, pause bool) error {
 		name = "schedule pause"
 	}
 	c := newCommand(name, schedulePauseHelp)
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "NAME")
 	if err != nil {
 		return err
 	}
@@ -206,14 +189,7 @@ examples:
 
 func runScheduleDelete(args []string) error {
 	c := newCommand("schedule delete", scheduleDeleteHelp)
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "NAME")
 	if err != nil {
 		return err
 	}

@@ -125,11 +125,8 @@ func runStreamCreate(args []string) error {
 	syncPolicy := c.fs.String("sync", "", "when a publish is acknowledged: `always` after fdatasync (default), interval or never; fixed at creation")
 	var segment sizeFlag
 	c.fs.Var(&segment, "segment-bytes", "size at which a partition's segment file rolls, `SIZE` (default 128MiB, at most max-bytes/8); fixed at creation")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "NAME")
 	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
 		return err
 	}
 	cfg := sluice.StreamConfig{Name: pos[0], SegmentBytes: int64(segment)}
@@ -167,14 +164,7 @@ examples:
 func runStreamList(args []string) error {
 	c := newCommand("stream list", streamListHelp)
 	asJSON := c.fs.Bool("json", false, "print the streams as a JSON array")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos); err != nil {
-		return err
-	}
-	cl, err := dial()
+	_, cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
@@ -204,14 +194,7 @@ examples:
 func runStreamInfo(args []string) error {
 	c := newCommand("stream info", streamInfoHelp)
 	asJSON := c.fs.Bool("json", false, "print the stream as JSON")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "NAME")
 	if err != nil {
 		return err
 	}
@@ -270,11 +253,8 @@ func runStreamUpdate(args []string) error {
 	c := newCommand("stream update", streamUpdateHelp)
 	var sf streamFlags
 	sf.define(c.fs)
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "NAME")
 	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
 		return err
 	}
 	if c.fs.NFlag() == 0 {
@@ -315,14 +295,7 @@ examples:
 
 func runStreamDelete(args []string) error {
 	c := newCommand("stream delete", streamDeleteHelp)
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "NAME")
 	if err != nil {
 		return err
 	}

@@ -50,11 +50,8 @@ func runSub(args []string) error {
 	nack := c.fs.Bool("nack", false, "report each message as failed instead of acknowledging it")
 	asJSON := c.fs.Bool("json", false, "print one JSON object per message: partition, offset, key, headers, body, deliveries")
 	consumer := c.fs.String("consumer", "", "consumer `NAME` in attempt histories and partitioned groups (default: the server's choice)")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "NAME")
 	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "NAME"); err != nil {
 		return err
 	}
 	if *subName == "" {

@@ -42,17 +42,6 @@ func init() {
 // runSubscription manages subscriptions.
 func runSubscription(args []string) error { return subscriptionGroup.run(args) }
 
-// streamAndSub reads "STREAM SUB", or "STREAM --subscription SUB".
-func streamAndSub(c *command, pos []string, flagSub string) (string, string, error) {
-	if flagSub != "" {
-		pos = append(pos, flagSub)
-	}
-	if err := c.args(pos, "STREAM", "SUB"); err != nil {
-		return "", "", err
-	}
-	return pos[0], pos[1], nil
-}
-
 const subscriptionCreateHelp = `sluice subscription create STREAM SUB [flags]
 
 Creates a durable subscription on STREAM, and its dead-letter stream
@@ -66,7 +55,7 @@ examples:
 
 func runSubscriptionCreate(args []string) error {
 	c := newCommand("subscription create", subscriptionCreateHelp)
-	subFlag := c.fs.String("subscription", "", "the subscription `SUB`, instead of the second argument")
+	c.subscriptionFlag("the subscription `SUB`, instead of the second argument")
 	mode := c.fs.String("mode", "", "`queue` (default; any consumer, any order), key_ordered (in order per key) or partitioned (whole partitions per consumer)")
 	maxDeliveries := c.fs.Int("max-deliveries", 0, "deliveries of a message before it is dead-lettered, `N` (default 5)")
 	lease := c.fs.Duration("lease", 0, "how long a consumer holds a message before it is redelivered, `DURATION` (default 30s)")
@@ -76,14 +65,11 @@ func runSubscriptionCreate(args []string) error {
 	delivery := c.fs.String("delivery", "", "`at_least_once` (default: consumed once acknowledged) or at_most_once (consumed once fetched)")
 	start := c.fs.String("start", "", "`earliest` (default) or latest: where a new subscription starts")
 	dlq := c.fs.String("dead-letter-stream", "", "`STREAM` for its dead letters (default STREAM.SUB.dlq)")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
-	stream, sub, err := streamAndSub(c, pos, *subFlag)
-	if err != nil {
-		return err
-	}
+	stream, sub := pos[0], pos[1]
 	cfg := sluice.SubscriptionConfig{Name: sub, MaxDeliveries: *maxDeliveries, Lease: *lease,
 		BackoffInitial: *backoff, BackoffMax: *backoffMax, Session: *session, DeadLetterStream: *dlq}
 	if *mode != "" {
@@ -133,14 +119,7 @@ examples:
 func runSubscriptionList(args []string) error {
 	c := newCommand("subscription list", subscriptionListHelp)
 	asJSON := c.fs.Bool("json", false, "print the subscriptions as a JSON array")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := c.args(pos, "STREAM"); err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "STREAM")
 	if err != nil {
 		return err
 	}
@@ -170,21 +149,14 @@ examples:
 
 func runSubscriptionInfo(args []string) error {
 	c := newCommand("subscription info", subscriptionInfoHelp)
-	subFlag := c.fs.String("subscription", "", "the subscription `SUB`, instead of the second argument")
+	c.subscriptionFlag("the subscription `SUB`, instead of the second argument")
 	asJSON := c.fs.Bool("json", false, "print the subscription as JSON")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	stream, sub, err := streamAndSub(c, pos, *subFlag)
-	if err != nil {
-		return err
-	}
-	cl, err := dial()
+	pos, cl, err := c.connect(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	stream, sub := pos[0], pos[1]
 	info, err := cl.Subscription(context.Background(), stream, sub)
 	if err != nil {
 		return err
@@ -247,16 +219,13 @@ examples:
 
 func runSubscriptionSeek(args []string) error {
 	c := newCommand("subscription seek", subscriptionSeekHelp)
-	subFlag := c.fs.String("subscription", "", "the subscription `SUB`, instead of the second argument")
+	c.subscriptionFlag("the subscription `SUB`, instead of the second argument")
 	to := c.fs.String("to", "", "the `POSITION`: earliest, latest, OFFSET, TIME or -DURATION (required)")
-	pos, err := c.parse(args)
+	pos, err := c.parseArgs(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
-	stream, sub, err := streamAndSub(c, pos, *subFlag)
-	if err != nil {
-		return err
-	}
+	stream, sub := pos[0], pos[1]
 	if *to == "" {
 		return c.usageErr("missing --to POSITION")
 	}
@@ -312,20 +281,13 @@ examples:
 
 func runSubscriptionDelete(args []string) error {
 	c := newCommand("subscription delete", subscriptionDeleteHelp)
-	subFlag := c.fs.String("subscription", "", "the subscription `SUB`, instead of the second argument")
-	pos, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	stream, sub, err := streamAndSub(c, pos, *subFlag)
-	if err != nil {
-		return err
-	}
-	cl, err := dial()
+	c.subscriptionFlag("the subscription `SUB`, instead of the second argument")
+	pos, cl, err := c.connect(args, "STREAM", "SUB")
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	stream, sub := pos[0], pos[1]
 	if err := cl.DeleteSubscription(context.Background(), stream, sub); err != nil {
 		return err
 	}
