@@ -134,19 +134,14 @@ func printable(b []byte) string {
 
 // deadLetterJSON is a dead letter as --json prints it.
 type deadLetterJSON struct {
-	Offset          int64             `json:"offset"`
-	SourcePartition int               `json:"source_partition"`
-	SourceOffset    int64             `json:"source_offset"`
-	Deliveries      int               `json:"deliveries"`
-	Reason          string            `json:"reason"`
-	Redriven        bool              `json:"redriven"`
-	Time            time.Time         `json:"time"`
-	Key             *string           `json:"key,omitempty"`
-	KeyBase64       string            `json:"key_base64,omitempty"`
-	Headers         map[string]string `json:"headers"`
-	Body            *string           `json:"body,omitempty"`
-	BodyBase64      string            `json:"body_base64,omitempty"`
-	Attempts        []attemptJSON     `json:"attempts"`
+	Offset          int64  `json:"offset"`
+	SourcePartition int    `json:"source_partition"`
+	SourceOffset    int64  `json:"source_offset"`
+	Deliveries      int    `json:"deliveries"`
+	Reason          string `json:"reason"`
+	Redriven        bool   `json:"redriven"`
+	messageJSON
+	Attempts []attemptJSON `json:"attempts"`
 }
 
 type attemptJSON struct {
@@ -157,15 +152,8 @@ type attemptJSON struct {
 
 func jsonDeadLetter(d sluice.DeadLetter) deadLetterJSON {
 	out := deadLetterJSON{Offset: d.Offset, SourcePartition: d.Source.Partition, SourceOffset: d.Source.Offset,
-		Deliveries: d.Deliveries, Reason: d.Reason, Redriven: d.Redriven, Time: d.Message.Time,
-		Headers: map[string]string{}, Attempts: []attemptJSON{}}
-	if len(d.Message.Key) > 0 {
-		out.Key, out.KeyBase64 = textOrBase64(d.Message.Key)
-	}
-	out.Body, out.BodyBase64 = textOrBase64(d.Message.Body)
-	for _, h := range d.Message.Headers {
-		out.Headers[h.Key] = string(h.Value)
-	}
+		Deliveries: d.Deliveries, Reason: d.Reason, Redriven: d.Redriven,
+		messageJSON: jsonMessage(d.Message), Attempts: []attemptJSON{}}
 	for _, a := range d.Attempts {
 		out.Attempts = append(out.Attempts, attemptJSON(a))
 	}

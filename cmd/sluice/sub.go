@@ -191,29 +191,39 @@ func (s *subscriber) handle(ctx context.Context, d sluice.Delivery) error {
 	return nil
 }
 
-// deliveryJSON is a delivery as sub --json prints it. Key and body are
-// strings when they are UTF-8, else base64 in key_base64 and body_base64.
+// deliveryJSON is a delivery as sub --json prints it.
 type deliveryJSON struct {
-	Stream     string            `json:"stream"`
-	Partition  int               `json:"partition"`
-	Offset     int64             `json:"offset"`
+	Stream    string `json:"stream"`
+	Partition int    `json:"partition"`
+	Offset    int64  `json:"offset"`
+	messageJSON
+	Deliveries int `json:"deliveries"`
+}
+
+func jsonDelivery(d sluice.Delivery) deliveryJSON {
+	return deliveryJSON{Stream: d.Stream, Partition: d.Partition, Offset: d.Offset,
+		messageJSON: jsonMessage(d.Record), Deliveries: d.Deliveries}
+}
+
+// messageJSON is a message's time, key, headers and body as --json prints
+// them, within a delivery or a dead letter. Key and body are strings when they
+// are UTF-8, else base64 in key_base64 and body_base64.
+type messageJSON struct {
 	Time       time.Time         `json:"time"`
 	Key        *string           `json:"key,omitempty"`
 	KeyBase64  string            `json:"key_base64,omitempty"`
 	Headers    map[string]string `json:"headers"`
 	Body       *string           `json:"body,omitempty"`
 	BodyBase64 string            `json:"body_base64,omitempty"`
-	Deliveries int               `json:"deliveries"`
 }
 
-func jsonDelivery(d sluice.Delivery) deliveryJSON {
-	out := deliveryJSON{Stream: d.Stream, Partition: d.Partition, Offset: d.Offset, Time: d.Time,
-		Headers: map[string]string{}, Deliveries: d.Deliveries}
-	if len(d.Key) > 0 {
-		out.Key, out.KeyBase64 = textOrBase64(d.Key)
+func jsonMessage(r sluice.Record) messageJSON {
+	out := messageJSON{Time: r.Time, Headers: map[string]string{}}
+	if len(r.Key) > 0 {
+		out.Key, out.KeyBase64 = textOrBase64(r.Key)
 	}
-	out.Body, out.BodyBase64 = textOrBase64(d.Body)
-	for _, h := range d.Headers {
+	out.Body, out.BodyBase64 = textOrBase64(r.Body)
+	for _, h := range r.Headers {
 		out.Headers[h.Key] = string(h.Value)
 	}
 	return out
