@@ -4,7 +4,6 @@ import (
 	"context"
 	"slices"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -16,13 +15,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// deadline bounds a scenario, only so that a hang fails the test.
-const deadline = 2 * time.Minute
-
 func TestDemo(t *testing.T) {
-	testenv.Run(t, func(t *testing.T, cli sluice.Client) {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
+	testenv.Run(t, func(ctx context.Context, t *testing.T, cli sluice.Client) {
 		rep, err := demo(ctx, cli, t.Output())
 		if err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -17,13 +16,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// deadline bounds a scenario, only so that a hang fails the test.
-const deadline = 2 * time.Minute
-
 func TestDemo(t *testing.T) {
-	testenv.Run(t, func(t *testing.T, cli sluice.Client) {
-		ctx, cancel := context.WithTimeout(context.Background(), deadline)
-		defer cancel()
+	testenv.Run(t, func(ctx context.Context, t *testing.T, cli sluice.Client) {
 		rep, err := demo(ctx, cli, t.Output())
 		if err != nil {
 			t.Fatal(err)

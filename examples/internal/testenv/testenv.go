@@ -3,25 +3,36 @@
 package testenv
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
 	"github.com/sluicemq/sluice/server"
 )
 
+// Deadline bounds a scenario, only so that a hang fails the test.
+const Deadline = 2 * time.Minute
+
 // Run runs f in the subtests "embedded" and "remote", each with a fresh broker
-// in t.TempDir().
-func Run(t *testing.T, f func(t *testing.T, cli sluice.Client)) {
+// in t.TempDir() and a context that ends after Deadline.
+func Run(t *testing.T, f func(ctx context.Context, t *testing.T, cli sluice.Client)) {
 	t.Run("embedded", func(t *testing.T) {
-		f(t, open(t))
+		run(t, open(t), f)
 	})
 	t.Run("remote", func(t *testing.T) {
-		f(t, serve(t, open(t)))
+		run(t, serve(t, open(t)), f)
 	})
+}
+
+func run(t *testing.T, cli sluice.Client, f func(ctx context.Context, t *testing.T, cli sluice.Client)) {
+	ctx, cancel := context.WithTimeout(context.Background(), Deadline)
+	defer cancel()
+	f(ctx, t, cli)
 }
 
 func open(t *testing.T) *sluice.Broker {
