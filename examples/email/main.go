@@ -30,8 +30,6 @@ import (
 	"log"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sluicemq/sluice"
@@ -40,27 +38,23 @@ import (
 
 func main() {
 	bf := broker.AddFlags(flag.CommandLine)
-	demoMode := flag.Bool("demo", false, "run the demo scenario once and exit")
 	listen := flag.String("listen", "127.0.0.1:8080", "the HTTP address of the service")
 	processed := flag.String("processed", "", "the directory of the record of sent emails (default: a temporary one)")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cli, closeCli, err := bf.Open()
-	if err != nil {
-		log.Fatal(err)
-	}
-	dir, removeDir, err := processedDir(*processed)
-	if err == nil {
-		if *demoMode {
+	err := bf.Run(func(ctx context.Context, cli sluice.Client) error {
+		dir, removeDir, err := processedDir(*processed)
+		if err != nil {
+			return err
+		}
+		if bf.Demo {
 			_, err = demo(ctx, cli, dir, os.Stdout)
 		} else {
 			err = serve(ctx, cli, *listen, dir)
 		}
-		err = errors.Join(err, removeDir())
-	}
-	if err = errors.Join(err, closeCli()); err != nil {
+		return errors.Join(err, removeDir())
+	})
+	if err != nil {
 		log.Fatal(err)
 	}
 }

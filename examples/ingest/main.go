@@ -20,15 +20,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sluicemq/sluice"
@@ -37,22 +34,17 @@ import (
 
 func main() {
 	bf := broker.AddFlags(flag.CommandLine)
-	demoMode := flag.Bool("demo", false, "run the demo scenario once and exit")
 	every := flag.Duration("every", time.Second, "how often each device sends a reading")
 	flag.Parse()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cli, closeCli, err := bf.Open()
+	err := bf.Run(func(ctx context.Context, cli sluice.Client) error {
+		if bf.Demo {
+			_, err := demo(ctx, cli, os.Stdout)
+			return err
+		}
+		return live(ctx, cli, *every)
+	})
 	if err != nil {
-		log.Fatal(err)
-	}
-	if *demoMode {
-		_, err = demo(ctx, cli, os.Stdout)
-	} else {
-		err = live(ctx, cli, *every)
-	}
-	if err = errors.Join(err, closeCli()); err != nil {
 		log.Fatal(err)
 	}
 }

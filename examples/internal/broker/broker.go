@@ -11,7 +11,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sluicemq/sluice"
@@ -26,16 +28,33 @@ type Flags struct {
 	// Data is the embedded broker's data directory; empty means a temporary
 	// one, removed on exit.
 	Data string
+	// Demo runs the example's demo scenario once, instead of its long-running
+	// mode.
+	Demo bool
 }
 
-// AddFlags registers --server and --data on fs.
+// AddFlags registers --server, --data and --demo on fs.
 func AddFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{}
 	fs.StringVar(&f.Server, "server", os.Getenv("SLUICE_SERVER"),
 		"a sluice server, host:port (or SLUICE_SERVER); default: a broker embedded in this program")
 	fs.StringVar(&f.Data, "data", "",
 		"the embedded broker's data directory (default: a temporary directory, removed on exit)")
+	fs.BoolVar(&f.Demo, "demo", false, "run the demo scenario once and exit")
 	return f
+}
+
+// Run opens the client the flags name, runs f with it in a context that ends
+// on Ctrl-C or SIGTERM, and releases the client. It returns the errors of all
+// three; an example's main exits with them.
+func (f *Flags) Run(run func(ctx context.Context, cli sluice.Client) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cli, closeCli, err := f.Open()
+	if err != nil {
+		return err
+	}
+	return errors.Join(run(ctx, cli), closeCli())
 }
 
 // Open returns the client the flags name, and the function that releases it
