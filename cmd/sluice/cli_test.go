@@ -60,7 +60,7 @@ type cliServer struct {
 
 // newCLIServer starts `sluice serve` on a fresh data directory.
 func newCLIServer(t *testing.T) *cliServer {
-	srv := startServe(t, t.TempDir())
+	srv := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0")
 	return &cliServer{t: t, addr: strings.TrimPrefix(srv.url, "http://")}
 }
 
@@ -123,7 +123,7 @@ func pubPositions(t *testing.T, out string) [][2]int64 {
 // TestCLIStreamAndPub drives `stream create` and `pub` in the forms the README
 // documents: bodies as arguments, lines on stdin, a repeated idempotency key.
 func TestCLIStreamAndPub(t *testing.T) {
-	srv := startServe(t, t.TempDir())
+	srv := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0")
 	addr := strings.TrimPrefix(srv.url, "http://")
 	if out, err := sluiceCLI(t, addr, "", "stream", "create", "orders", "--partitions", "2", "--max-messages", "4",
 		"--overflow", "drop-oldest", "--retention", "limits"); err != nil || !strings.Contains(out, "created orders: 2 partitions") {

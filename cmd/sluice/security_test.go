@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,9 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,77 +21,6 @@ import (
 	"github.com/sluicemq/sluice/client"
 	"github.com/sluicemq/sluice/internal/testpki"
 )
-
-// serveEnv is the environment of a child sluice serve: this test binary's,
-// without any SLUICE_* variable that would change its configuration.
-func serveEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SLUICE_") {
-			env = append(env, kv)
-		}
-	}
-	return append(append(env, "SLUICE_TEST_MAIN=1"), extra...)
-}
-
-// startServeWith runs `sluice serve ARGS` as a child process with env and
-// waits until it listens; it is killed when the test ends. Its url is
-// reachable on 127.0.0.1 whatever address it listens on.
-func startServeWith(t *testing.T, env []string, args ...string) *serveChild {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"serve"}, args...)...)
-	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() })
-	c := &serveChild{cmd: cmd, lines: make(chan string, 100)}
-	go func() {
-		defer close(c.lines)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-	}()
-	addr := regexp.MustCompile(`msg=listening addr=(https?)://\S+:(\d+)`)
-	deadline := time.After(30 * time.Second)
-	for c.url == "" {
-		select {
-		case line, ok := <-c.lines:
-			if !ok {
-				t.Fatalf("sluice serve exited: %v\n%s", cmd.Wait(), strings.Join(c.log, "\n"))
-			}
-			c.log = append(c.log, line)
-			if m := addr.FindStringSubmatch(line); m != nil {
-				c.url = m[1] + "://127.0.0.1:" + m[2]
-			}
-		case <-deadline:
-			t.Fatalf("sluice serve did not listen:\n%s", strings.Join(c.log, "\n"))
-		}
-	}
-	return c
-}
-
-// stop sends SIGTERM and returns the whole log once the process exited with
-// status 0.
-func (c *serveChild) stop(t *testing.T) string {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for line := range c.lines {
-		c.log = append(c.log, line)
-	}
-	all := strings.Join(c.log, "\n")
-	if err := c.cmd.Wait(); err != nil {
-		t.Fatalf("sluice serve after SIGTERM: %v\n%s", err, all)
-	}
-	return all
-}
 
 // runServeFails runs `sluice serve ARGS`, which must exit with an error, and
 // returns what it printed.
@@ -138,7 +64,7 @@ func TestServeRefusesPublicAddressWithoutAuth(t *testing.T) {
 	}
 
 	// --insecure serves anyone, with a warning.
-	child := startServeWith(t, serveEnv(), "--data", dir, "--listen", "0.0.0.0:0", "--insecure")
+	child := startServe(t, serveEnv(), "--data", dir, "--listen", "0.0.0.0:0", "--insecure")
 	c, err := client.Dial(child.url)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +78,7 @@ func TestServeRefusesPublicAddressWithoutAuth(t *testing.T) {
 	}
 
 	// A token is authentication enough.
-	child = startServeWith(t, serveEnv("SLUICE_TOKEN=env-token-0123456789"), "--data", dir, "--listen", "0.0.0.0:0")
+	child = startServe(t, serveEnv("SLUICE_TOKEN=env-token-0123456789"), "--data", dir, "--listen", "0.0.0.0:0")
 	c, err = client.Dial(child.url)
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +123,7 @@ func TestServeSecurity(t *testing.T) {
 	if err := os.WriteFile(path, body, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	child := startServeWith(t, serveEnv(), "--config", path)
+	child := startServe(t, serveEnv(), "--config", path)
 	if !strings.HasPrefix(child.url, "https://") {
 		t.Fatalf("listening on %s, want https", child.url)
 	}

@@ -143,8 +143,8 @@ func TestServeShutsDownGracefully(t *testing.T) {
 // TestServeCommand runs `sluice serve --data DIR --listen 127.0.0.1:0` as a
 // process, publishes to it, and stops it with SIGTERM.
 func TestServeCommand(t *testing.T) {
-	child := startServe(t, t.TempDir())
-	cmd, url, lines, log := child.cmd, child.url, child.lines, child.log
+	child := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+	url := child.url
 	h1, h2c := clients()
 	defer h1.CloseIdleConnections()
 	defer h2c.CloseIdleConnections()
@@ -163,16 +163,7 @@ func TestServeCommand(t *testing.T) {
 	h1.CloseIdleConnections()
 	h2c.CloseIdleConnections()
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for line := range lines {
-		log = append(log, line)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("sluice serve after SIGTERM: %v\n%s", err, strings.Join(log, "\n"))
-	}
-	if all := strings.Join(log, "\n"); !strings.Contains(all, "msg=\"shutting down\"") || !strings.Contains(all, "msg=stopped") {
+	if all := child.stop(t); !strings.Contains(all, "msg=\"shutting down\"") || !strings.Contains(all, "msg=stopped") {
 		t.Fatalf("log of a graceful stop:\n%s", all)
 	}
 }
@@ -185,12 +176,25 @@ type serveChild struct {
 	log   []string
 }
 
-// startServe runs `sluice serve --data dir --listen 127.0.0.1:0` as a child
-// process and waits until it listens; it is killed when the test ends.
-func startServe(t *testing.T, dir string) *serveChild {
+// serveEnv is the environment of a child sluice serve: this test binary's,
+// without any SLUICE_* variable that would change its configuration.
+func serveEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SLUICE_") {
+			env = append(env, kv)
+		}
+	}
+	return append(append(env, "SLUICE_TEST_MAIN=1"), extra...)
+}
+
+// startServe runs `sluice serve ARGS` as a child process with env (serveEnv's,
+// as a rule) and waits until it listens; it is killed when the test ends. Its
+// url is reachable on 127.0.0.1 whatever address it listens on.
+func startServe(t *testing.T, env []string, args ...string) *serveChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve", "--data", dir, "--listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "SLUICE_TEST_MAIN=1")
+	cmd := exec.Command(os.Args[0], append([]string{"serve"}, args...)...)
+	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +212,7 @@ func startServe(t *testing.T, dir string) *serveChild {
 			c.lines <- sc.Text()
 		}
 	}()
-	addr := regexp.MustCompile(`msg=listening addr=(http://\S+)`)
+	addr := regexp.MustCompile(`msg=listening addr=(https?)://\S+:(\d+)`)
 	deadline := time.After(30 * time.Second)
 	for c.url == "" {
 		select {
@@ -218,11 +222,28 @@ func startServe(t *testing.T, dir string) *serveChild {
 			}
 			c.log = append(c.log, line)
 			if m := addr.FindStringSubmatch(line); m != nil {
-				c.url = m[1]
+				c.url = m[1] + "://127.0.0.1:" + m[2]
 			}
 		case <-deadline:
 			t.Fatalf("sluice serve did not listen:\n%s", strings.Join(c.log, "\n"))
 		}
 	}
 	return c
+}
+
+// stop sends SIGTERM and returns the whole log once the process exited with
+// status 0.
+func (c *serveChild) stop(t *testing.T) string {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for line := range c.lines {
+		c.log = append(c.log, line)
+	}
+	all := strings.Join(c.log, "\n")
+	if err := c.cmd.Wait(); err != nil {
+		t.Fatalf("sluice serve after SIGTERM: %v\n%s", err, all)
+	}
+	return all
 }

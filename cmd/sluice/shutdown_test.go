@@ -27,7 +27,7 @@ type acked struct {
 // message is where its acknowledgement said, with its body.
 func TestServeShutdownUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	child := startServeWith(t, serveEnv(), "--data", dir, "--listen", "127.0.0.1:0")
+	child := startServe(t, serveEnv(), "--data", dir, "--listen", "127.0.0.1:0")
 	setup, err := client.Dial(child.url)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestServeShutdownUnderLoad(t *testing.T) {
 	t.Logf("%d messages acknowledged, %d past the %d that triggered SIGTERM", len(all), len(all)-signalAfter, signalAfter)
 
 	// Restart on the same data directory and read everything back.
-	child = startServeWith(t, serveEnv(), "--data", dir, "--listen", "127.0.0.1:0")
+	child = startServe(t, serveEnv(), "--data", dir, "--listen", "127.0.0.1:0")
 	c, err := client.Dial(child.url)
 	if err != nil {
 		t.Fatal(err)
