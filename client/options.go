@@ -28,6 +28,7 @@ type options struct {
 	timeout    time.Duration
 	token      string
 	tls        *tls.Config
+	noBatching bool
 }
 
 // WithHTTPClient makes the client send its calls through hc instead of its own
@@ -61,6 +62,18 @@ func WithToken(token string) Option {
 // with WithHTTPClient, whose transport has its own TLS settings.
 func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { o.tls = cfg }
+}
+
+// WithoutBatching sends each Publish as a call of its own. By default the
+// publishes made to one stream while earlier ones are in flight are sent
+// together in PublishBatch calls (at most 8 in flight per stream, 1,000
+// messages or 4 MiB each), which serves many publishes with one round trip and
+// one fsync. A batch fails as a whole only where each of its publishes would
+// have failed alone: the server checks every message and makes room for all
+// before it writes any, and a batch refused as invalid or full is sent again
+// one message at a time.
+func WithoutBatching() Option {
+	return func(o *options) { o.noBatching = true }
 }
 
 func defaultOptions() options {

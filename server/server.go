@@ -18,6 +18,10 @@ import (
 	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
 )
 
+// compressMinBytes is the smallest response compressed for a client that
+// accepts gzip.
+const compressMinBytes = 64 << 10
+
 // Limits of Options.
 const (
 	// DefaultMaxRequestBytes bounds one request message by default: room for a
@@ -170,6 +174,9 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 
 	hopts := []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
+		// A client that accepts gzip gets it only for large responses: below
+		// this, compressing costs more CPU than the bytes it saves on a LAN.
+		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithCodec(strictJSON{"json"}),
 		connect.WithCodec(strictJSON{"json; charset=utf-8"}),
 		connect.WithInterceptors(errorInterceptor{s}),
