@@ -380,7 +380,8 @@ func TestConformDelayedAndSeek(t *testing.T) {
 	conform(t, func(t *testing.T, c sluice.Client) {
 		must(c.CreateStream(ctx(t), sluice.StreamConfig{Name: "s"}))(t)
 		must(c.CreateSubscription(ctx(t), "s", sluice.SubscriptionConfig{Name: "w"}))(t)
-		must(c.Publish(ctx(t), "s", sluice.Message{Body: []byte("later"), DeliverAt: time.Now().Add(400 * time.Millisecond)}))(t)
+		due := time.Now().Add(400 * time.Millisecond)
+		must(c.Publish(ctx(t), "s", sluice.Message{Body: []byte("later"), DeliverAt: due}))(t)
 		con := must(c.NewConsumer(ctx(t), "s", "w", sluice.ConsumerConfig{}))(t)
 		defer con.Close()
 		fetchNone(t, con, 100*time.Millisecond)
@@ -388,8 +389,9 @@ func TestConformDelayedAndSeek(t *testing.T) {
 			t.Fatalf("delayed %d, next due %v", info.Delayed, info.NextDue)
 		}
 		d := fetchN(t, con, 1)[0]
-		if string(d.Body) != "later" || time.Now().Before(d.Time.Add(400*time.Millisecond)) {
-			t.Fatalf("delayed message %q at %v", d.Body, d.Time)
+		// DeliverAt is kept to the millisecond.
+		if now := time.Now(); string(d.Body) != "later" || now.Before(due.Add(-time.Millisecond)) {
+			t.Fatalf("delayed message %q delivered at %v, due at %v", d.Body, now, due)
 		}
 		if err := con.Ack(ctx(t), d); err != nil {
 			t.Fatal(err)
