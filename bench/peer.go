@@ -144,8 +144,8 @@ type producer interface {
 	// at most its window of publishes outstanding per producer and does not
 	// touch m.Body until done is called.
 	Publish(ctx context.Context, m message, done func(error))
-	// Close waits for the outstanding publishes (each done is called) and
-	// releases the producer.
+	// Close releases the producer. The harness calls it once every done
+	// was called.
 	Close() error
 }
 
@@ -170,6 +170,15 @@ type consumer interface {
 	Close() error
 }
 
+// ackWaiter is implemented by a consumer whose Ack returns before the broker
+// applied it (it only sends it). A drain ends, and is timed, when every
+// consumer that implements it returns from WaitAcked.
+type ackWaiter interface {
+	// WaitAcked waits until the broker has applied every ack sent on the
+	// consumer's subscription.
+	WaitAcked(ctx context.Context) error
+}
+
 // memoryReporter is implemented by a peer whose broker runs in a process of
 // its own (an external broker, or one opened with openOptions.Process).
 type memoryReporter interface {
@@ -180,8 +189,8 @@ type memoryReporter interface {
 
 // peers is every system the harness knows, in table order. The in-process
 // ones are listed here; the files of the external peers append theirs from
-// init().
-var peers []peerFactory
+// init(), which runs after this is set.
+var peers = append(sluiceFactories(), natsFactories()...)
 
 // register adds a factory to peers; files of external peers call it from
 // init().
