@@ -49,8 +49,8 @@ var (
 		w3For: 10 * time.Second, memMsgs: 10_000_000, runTimeout: 5 * time.Minute,
 	}
 	quickSettings = settings{
-		runs: 1, w1For: time.Second, drainMsgs: 2_000, fanoutMsgs: 500,
-		w3For: time.Second, memMsgs: 1_000_000, runTimeout: time.Minute,
+		runs: 1, w1For: time.Second / 2, drainMsgs: 2_000, fanoutMsgs: 500,
+		w3For: time.Second / 2, memMsgs: 1_000_000, runTimeout: time.Minute,
 	}
 )
 
@@ -89,7 +89,7 @@ func cells(st settings, sizes []int) []cell {
 			spec := drainSpec{topo: topology{Partitions: 1, Mode: modeQueue, Subscriptions: []string{"queue"}}, n: st.drainMsgs, consumersPerSub: consumers}
 			out = append(out, cell{
 				workload: "W2", id: fmt.Sprintf("W2-c%d", consumers), size: size, mode: modeQueue,
-				title: fmt.Sprintf("queue drain, %d consumer(s), backlog %d", consumers, st.drainMsgs),
+				title: fmt.Sprintf("queue drain, %s, backlog %s", plural(consumers, "consumer"), count(st.drainMsgs)),
 				run:   func(ctx context.Context, p peer) (sample, error) { return runDrain(ctx, p, size, spec) },
 			})
 		}
@@ -98,7 +98,7 @@ func cells(st settings, sizes []int) []cell {
 		for _, size := range sizes {
 			out = append(out, cell{
 				workload: "W3", id: fmt.Sprintf("W3-r%d", rate), size: size, mode: modeQueue, rate: rate,
-				title: fmt.Sprintf("latency at %d msg/s for %v", rate, st.w3For),
+				title: fmt.Sprintf("latency at %s msg/s for %v, one producer, one consumer", count(rate), st.w3For),
 				run:   func(ctx context.Context, p peer) (sample, error) { return runW3(ctx, p, size, rate, st.w3For) },
 			})
 		}
@@ -111,7 +111,7 @@ func cells(st settings, sizes []int) []cell {
 		spec := drainSpec{topo: topology{Partitions: 1, Mode: modeQueue, Subscriptions: subs}, n: st.fanoutMsgs, consumersPerSub: 1}
 		out = append(out, cell{
 			workload: "W4", id: "W4", size: size, mode: modeQueue,
-			title: fmt.Sprintf("fan-out, %d subscriptions × %d messages, 1 consumer each", w4Subs, st.fanoutMsgs),
+			title: fmt.Sprintf("fan-out, %d subscriptions × %s messages, 1 consumer each", w4Subs, count(st.fanoutMsgs)),
 			run:   func(ctx context.Context, p peer) (sample, error) { return runDrain(ctx, p, size, spec) },
 		})
 	}
@@ -119,7 +119,7 @@ func cells(st settings, sizes []int) []cell {
 		spec := drainSpec{topo: topology{Partitions: w5Partitions, Mode: modeKeyOrdered, Subscriptions: []string{"ordered"}}, n: st.drainMsgs, consumersPerSub: w5Consumers, keyed: true}
 		out = append(out, cell{
 			workload: "W5", id: "W5", size: size, mode: modeKeyOrdered,
-			title: fmt.Sprintf("key_ordered drain, %d keys, %d consumers, backlog %d", keyCount, w5Consumers, st.drainMsgs),
+			title: fmt.Sprintf("key_ordered drain, %s keys, %d partitions, %d consumers, backlog %s", count(keyCount), w5Partitions, w5Consumers, count(st.drainMsgs)),
 			run:   func(ctx context.Context, p peer) (sample, error) { return runDrain(ctx, p, size, spec) },
 		})
 	}
@@ -127,13 +127,13 @@ func cells(st settings, sizes []int) []cell {
 		spec := drainSpec{topo: topology{Partitions: w6Partitions, Mode: modePartitioned, Subscriptions: []string{"group"}}, n: st.drainMsgs, consumersPerSub: w6Members, keyed: true}
 		out = append(out, cell{
 			workload: "W6", id: "W6", size: size, mode: modePartitioned,
-			title: fmt.Sprintf("consumer group drain, %d partitions, %d members, %d keys, backlog %d", w6Partitions, w6Members, keyCount, st.drainMsgs),
+			title: fmt.Sprintf("consumer group drain, %d partitions, %d members, %s keys, backlog %s", w6Partitions, w6Members, count(keyCount), count(st.drainMsgs)),
 			run:   func(ctx context.Context, p peer) (sample, error) { return runDrain(ctx, p, size, spec) },
 		})
 	}
 	out = append(out, cell{
 		workload: "memory", id: "memory", size: memBodySize, mode: modeQueue, process: true,
-		title: fmt.Sprintf("broker RSS with %s messages of %d B backlogged in one subscription", count(st.memMsgs), memBodySize),
+		title: fmt.Sprintf("broker RSS with %s messages of %d B backlogged in one subscription (%d partitions), each broker in a process of its own", count(st.memMsgs), memBodySize, memPartitions),
 		skip:  memorySkip,
 		run:   func(ctx context.Context, p peer) (sample, error) { return runMemory(ctx, p, st.memMsgs) },
 	})
@@ -272,8 +272,9 @@ func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out str
 						continue
 					}
 				}
+				began := time.Now()
 				s, skipped, err := runOnce(st, c, f)
-				label := fmt.Sprintf("%-7s %5d B  %-16s run %d/%d:", c.id, c.size, f.Name, r+1, st.runs)
+				label := fmt.Sprintf("%-8s %5d B  %-16s run %d/%d (%4.1fs):", c.id, c.size, f.Name, r+1, st.runs, time.Since(began).Seconds())
 				switch {
 				case skipped != "":
 					o.skipped = skipped

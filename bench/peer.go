@@ -29,6 +29,12 @@ const (
 // then skips that peer for the whole run and prints one line saying why.
 var errUnreachable = errors.New("not reachable")
 
+// errNotHeld is wrapped by the error of a consumer's Ack when the delivery
+// is no longer the consumer's to settle because a consumer group moved its
+// partition to another member, which gets the message again. The harness
+// does not count such a delivery, and goes on.
+var errNotHeld = errors.New("delivery no longer held by this consumer")
+
 // mode is how one subscription shares its messages among its consumers.
 type mode int
 
@@ -163,7 +169,8 @@ type consumer interface {
 	// Fetch returns between 1 and max deliveries, waiting until there is at
 	// least one or ctx ends.
 	Fetch(ctx context.Context, max int) ([]delivery, error)
-	// Ack settles one delivery as done.
+	// Ack settles one delivery as done. An error wrapping errNotHeld says that
+	// a consumer group took the delivery away.
 	Ack(ctx context.Context, d delivery) error
 	// Close releases the consumer; unacknowledged deliveries go back to the
 	// subscription.

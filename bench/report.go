@@ -300,3 +300,11 @@ func count(n int) string {
 	}
 	return b.String()
 }
+
+// plural is "1 consumer", "4 consumers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

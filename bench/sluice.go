@@ -222,7 +222,12 @@ func (s sluiceConsumer) Fetch(ctx context.Context, max int) ([]delivery, error) 
 }
 
 func (s sluiceConsumer) Ack(ctx context.Context, d delivery) error {
-	return s.c.Ack(ctx, d.Handle.(sluice.Delivery))
+	err := s.c.Ack(ctx, d.Handle.(sluice.Delivery))
+	if errors.Is(err, sluice.ErrStaleLease) {
+		// A partitioned subscription's rebalance fenced the delivery off.
+		return fmt.Errorf("%w: %w", errNotHeld, err)
+	}
+	return err
 }
 
 func (s sluiceConsumer) Close() error { return s.c.Close() }
