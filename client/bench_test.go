@@ -121,3 +121,50 @@ func BenchmarkConsume(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConsumeWorker drains a backlog of 1 KiB messages with a Worker of
+// 32 handlers that do nothing: acks from many goroutines at once.
+func BenchmarkConsumeWorker(b *testing.B) {
+	for _, tg := range benchTargets(b) {
+		b.Run(tg.name, func(b *testing.B) {
+			c := tg.c(b)
+			ctx := context.Background()
+			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
+				b.Fatal(err)
+			}
+			msgs := make([]sluice.Message, 1000)
+			for i := range msgs {
+				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
+			}
+			for n := 0; n < b.N; n += len(msgs) {
+				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var done sync.WaitGroup
+			done.Add(b.N)
+			w, err := sluice.NewWorker(c, "s", "w", func(context.Context, sluice.Delivery) error {
+				done.Done()
+				return nil
+			}, sluice.WorkerConfig{Concurrency: 32, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			stopped := make(chan error, 1)
+			b.SetBytes(1024)
+			b.ResetTimer()
+			go func() { stopped <- w.Run(wctx) }()
+			done.Wait()
+			b.StopTimer()
+			cancel()
+			if err := <-stopped; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

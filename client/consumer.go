@@ -91,6 +91,12 @@ type consumeConn struct {
 	cancel context.CancelFunc
 	sendMu sync.Mutex
 
+	// Settlements made while one request is being sent wait in outbox and go
+	// together in the next: concurrent acks share a request and a flush.
+	omu      sync.Mutex
+	outbox   []*sluicev1.Settlement
+	flushing bool
+
 	// Guarded by the consumer's mu.
 	credit  int // granted and not yet used
 	pending map[uint64]chan *sluicev1.SettlementResult
@@ -103,6 +109,34 @@ func (cc *consumeConn) send(req *sluicev1.ConsumeRequest) error {
 	defer cc.sendMu.Unlock()
 	return cc.bidi.Send(req)
 }
+
+// settleLater queues a settlement for the next request; the caller that finds
+// no request being sent sends the queue, and goes on until it is empty.
+func (cc *consumeConn) settleLater(st *sluicev1.Settlement) {
+	cc.omu.Lock()
+	cc.outbox = append(cc.outbox, st)
+	if cc.flushing {
+		cc.omu.Unlock()
+		return
+	}
+	cc.flushing = true
+	for len(cc.outbox) > 0 {
+		n := min(len(cc.outbox), maxSettlementsPerRequest)
+		batch := cc.outbox[:n:n]
+		cc.outbox = cc.outbox[n:]
+		cc.omu.Unlock()
+		if err := cc.send(&sluicev1.ConsumeRequest{Settlements: batch}); err != nil {
+			cc.cancel() // receive sees the break and fails what is pending
+		}
+		cc.omu.Lock()
+	}
+	cc.outbox = nil
+	cc.flushing = false
+	cc.omu.Unlock()
+}
+
+// maxSettlementsPerRequest is the server's bound on one request's settlements.
+const maxSettlementsPerRequest = 1000
 
 func (con *consumer) signal() {
 	select {
@@ -292,9 +326,7 @@ func (con *consumer) settle(ctx context.Context, op string, st *sluicev1.Settlem
 	cc.pending[st.Id] = ch
 	con.mu.Unlock()
 
-	if err := cc.send(&sluicev1.ConsumeRequest{Settlements: []*sluicev1.Settlement{st}}); err != nil {
-		cc.cancel()
-	}
+	cc.settleLater(st)
 	select {
 	case r := <-ch:
 		if r == nil {

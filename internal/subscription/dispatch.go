@@ -16,6 +16,27 @@ import (
 // fetchBytes is how much dispatch reads from a partition at once.
 const fetchBytes = 256 << 10
 
+// maxReadCache bounds the batches a partition's read cache keeps (the read is
+// fetchBytes and the batch that holds its start, which may be larger).
+const maxReadCache = 4 << 20
+
+// readFrom returns verified batches that hold off: from the partition's read
+// cache when it holds off, else read from the log (and cached).
+func (ps *partState) readFrom(log logstore.Log, off int64) ([]byte, error) {
+	if c := &ps.cache; len(c.data) > 0 && off >= c.from && off < c.next && off >= log.StartOffset() {
+		return c.data, nil // EachFrom passes over what is before off
+	}
+	data, next, err := log.Read(off, fetchBytes, nil)
+	if err != nil {
+		return nil, err
+	}
+	ps.cache = readCache{}
+	if len(data) <= maxReadCache && next > off {
+		ps.cache = readCache{data: data, from: off, next: next}
+	}
+	return data, nil
+}
+
 // dispatchLocked hands out up to room deliveries: due retries first, then new
 // messages, partition by partition in turn. The deliveries are journaled before
 // they are returned.
@@ -408,15 +429,12 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 	stop := false
 	added := 0 // pending entries this read creates: delays and holds
 	for !stop && len(out) < room && ps.next < log.HighWatermark() && ps.held+holds < MaxHeld && len(ps.pend)+added < MaxPending && len(evs) < maxEventsPerDispatch {
-		data, _, err := log.Read(ps.next, fetchBytes, nil)
+		data, err := ps.readFrom(log, ps.next)
 		if err != nil {
 			return out, evs, fmt.Errorf("subscription %s: read partition %d at %d: %w", s.cfg.Name, i, ps.next, err)
 		}
 		next := ps.next
-		err = batch.Each(data, func(r *batch.Record) bool {
-			if r.Offset < next {
-				return true
-			}
+		err = batch.EachFrom(data, next, func(r *batch.Record) bool {
 			next = r.Offset + 1
 			var key string
 			if s.cfg.Mode == ModeKeyOrdered {
@@ -450,6 +468,9 @@ func (s *Sub) readNewLocked(i int, ps *partState, log logstore.Log, room int, no
 			break
 		}
 		ps.next = next // journalLocked re-applies this; set now so the loop moves on
+	}
+	if ps.next >= ps.cache.next {
+		ps.cache = readCache{} // passed: free it
 	}
 	return out, evs, nil
 }

@@ -39,6 +39,19 @@ type partState struct {
 	// wait behind their key's head.
 	keys map[string]*keyState
 	held int
+
+	// cache is what dispatch read last, while it has more to hand out.
+	cache readCache
+}
+
+// readCache holds the verified batches that dispatch read last from a
+// partition: a fetch smaller than a batch (a batch can hold thousands of
+// messages) takes its messages from here instead of reading and verifying the
+// whole batch again. Offsets [from, next) are in data. Stored batches never
+// change, so the copy stays right; it is dropped once dispatch has passed it.
+type readCache struct {
+	data       []byte
+	from, next int64
 }
 
 // keyState is a key's pending messages in key_ordered mode: the head, the only one
