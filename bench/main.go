@@ -24,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -193,14 +194,25 @@ func main() {
 	if *runs > 0 {
 		st.runs = *runs
 	}
-	if err := run(st, *quick, *workloads, *systems, *sizesFlag, *out); err != nil {
+	sel := selection{quick: *quick, workloads: *workloads, systems: *systems, sizes: *sizesFlag, out: *out}
+	if err := run(st, sel, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out string) error {
-	wantW, err := pick(workloadsFlag, workloadIDs)
+// selection is what the flags chose: the workloads, systems and sizes to
+// run, and where the JSON goes.
+type selection struct {
+	quick                     bool
+	workloads, systems, sizes string // comma-separated; empty workloads or systems: all
+	out                       string // empty: no JSON
+}
+
+// run runs the selection, prints progress on progress and the markdown report
+// on stdout, and writes the JSON.
+func run(st settings, sel selection, stdout, progress io.Writer) error {
+	wantW, err := pick(sel.workloads, workloadIDs)
 	if err != nil {
 		return fmt.Errorf("--workloads: %w", err)
 	}
@@ -208,12 +220,12 @@ func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out str
 	for _, f := range peers {
 		names = append(names, f.Name)
 	}
-	wantS, err := pick(systemsFlag, names)
+	wantS, err := pick(sel.systems, names)
 	if err != nil {
 		return fmt.Errorf("--systems: %w", err)
 	}
 	var sizes []int
-	for s := range strings.SplitSeq(sizesFlag, ",") {
+	for s := range strings.SplitSeq(sel.sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 16 || n > 1<<20 {
 			return fmt.Errorf("--sizes: %q is not a size in [16, 1 MiB]", s)
@@ -221,7 +233,7 @@ func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out str
 		sizes = append(sizes, n)
 	}
 
-	rep := &report{settings: st, quick: quick, args: os.Args[1:], started: time.Now()}
+	rep := &report{settings: st, quick: sel.quick, args: os.Args[1:], started: time.Now()}
 	var systems []peerFactory
 	for _, f := range peers {
 		if !wantS[f.Name] {
@@ -233,7 +245,7 @@ func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out str
 			cancel()
 			if err != nil {
 				line := fmt.Sprintf("%s: skipped, %v", f.Name, err)
-				fmt.Fprintln(os.Stderr, line)
+				fmt.Fprintln(progress, line)
 				rep.unreachable = append(rep.unreachable, line)
 				continue
 			}
@@ -278,24 +290,24 @@ func run(st settings, quick bool, workloadsFlag, systemsFlag, sizesFlag, out str
 				switch {
 				case skipped != "":
 					o.skipped = skipped
-					fmt.Fprintln(os.Stderr, label, "skipped,", skipped)
+					fmt.Fprintln(progress, label, "skipped,", skipped)
 				case err != nil:
 					o.err = err
 					if errors.Is(err, errUnreachable) {
 						gone[f.Name] = err
 					}
-					fmt.Fprintln(os.Stderr, label, "error:", err)
+					fmt.Fprintln(progress, label, "error:", err)
 				default:
 					o.samples = append(o.samples, s)
-					fmt.Fprintln(os.Stderr, label, describe(c, s))
+					fmt.Fprintln(progress, label, describe(c, s))
 				}
 			}
 		}
 	}
 	rep.elapsed = time.Since(rep.started)
-	rep.markdown(os.Stdout)
-	if out != "" {
-		if err := rep.writeJSON(out); err != nil {
+	rep.markdown(stdout)
+	if sel.out != "" {
+		if err := rep.writeJSON(sel.out); err != nil {
 			return err
 		}
 	}

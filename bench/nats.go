@@ -143,7 +143,10 @@ func (p *natsPeer) Setup(ctx context.Context, t topology) error {
 }
 
 func (p *natsPeer) NewProducer(ctx context.Context) (producer, error) {
-	js, err := jetstream.New(p.nc)
+	// The harness bounds the publishes in flight itself (W3 keeps up to
+	// w3Window); the client's own bound, 4,000 by default, would fail a
+	// publish that waits for room longer than 200 ms.
+	js, err := jetstream.New(p.nc, jetstream.WithPublishAsyncMaxPending(2*w3Window))
 	if err != nil {
 		return nil, err
 	}
