@@ -67,6 +67,10 @@ type Consumer interface {
 	Fetch(ctx context.Context, max int) ([]Delivery, error)
 	// Ack settles a delivery as done. AtMostOnce: a no-op that returns nil.
 	Ack(ctx context.Context, d Delivery) error
+	// AckMany settles several deliveries as done at once: one journal write
+	// on the broker, one request from the network client. errs[i] answers
+	// ds[i] as Ack would have.
+	AckMany(ctx context.Context, ds []Delivery) (errs []error)
 	// Nack reports a failed delivery; it is retried, or dead-lettered once it has
 	// had the subscription's MaxDeliveries. AtMostOnce: an *InvalidError.
 	Nack(ctx context.Context, d Delivery, opts NackOptions) error
@@ -167,6 +171,21 @@ func (c *consumer) Ack(ctx context.Context, d Delivery) error {
 		return nil // settled when it was fetched
 	}
 	return c.wrap("ack", c.st.sub.Ack(ctx, d.Partition, d.Offset, d.Lease))
+}
+
+func (c *consumer) AckMany(ctx context.Context, ds []Delivery) []error {
+	if c.st.cfg.Delivery == AtMostOnce {
+		return make([]error, len(ds)) // settled when they were fetched
+	}
+	refs := make([]subscription.Ref, len(ds))
+	for i, d := range ds {
+		refs[i] = subscription.Ref{Partition: d.Partition, Offset: d.Offset, Lease: d.Lease}
+	}
+	errs := c.st.sub.AckMany(ctx, refs)
+	for i, err := range errs {
+		errs[i] = c.wrap("ack", err)
+	}
+	return errs
 }
 
 func (c *consumer) Nack(ctx context.Context, d Delivery, opts NackOptions) error {

@@ -35,7 +35,9 @@ func benchTargets(b *testing.B) []struct {
 		{"remote", func(b *testing.B) sluice.Client {
 			e := start(b, b.TempDir(), "127.0.0.1:0")
 			b.Cleanup(e.stop)
-			c, err := client.Dial(e.addr)
+			// A prefetch as large as the largest Fetch: the next batch of
+			// deliveries is on its way while the last one is acked.
+			c, err := client.Dial(e.addr, client.WithPrefetch(1000))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -112,6 +114,52 @@ func BenchmarkConsume(b *testing.B) {
 				}
 				for _, d := range ds {
 					if err := con.Ack(ctx, d); err != nil {
+						b.Fatal(err)
+					}
+				}
+				got += len(ds)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkConsumeAckMany drains a backlog of 1 KiB messages with one
+// consumer that fetches up to 100 at a time and acks them with one AckMany.
+func BenchmarkConsumeAckMany(b *testing.B) {
+	for _, tg := range benchTargets(b) {
+		b.Run(tg.name, func(b *testing.B) {
+			c := tg.c(b)
+			ctx := context.Background()
+			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
+				b.Fatal(err)
+			}
+			msgs := make([]sluice.Message, 1000)
+			for i := range msgs {
+				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
+			}
+			for n := 0; n < b.N; n += len(msgs) {
+				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			con, err := c.NewConsumer(ctx, "s", "w", sluice.ConsumerConfig{MaxInFlight: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer con.Close()
+			b.SetBytes(1024)
+			b.ResetTimer()
+			for got := 0; got < b.N; {
+				ds, err := con.Fetch(ctx, 100)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, err := range con.AckMany(ctx, ds) {
+					if err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -380,3 +380,73 @@ func TestConsumerAndReaderAcrossRestart(t *testing.T) {
 		t.Fatalf("subscription %+v, %v", info, err)
 	}
 }
+
+// TestConsumerPrefetch: with WithPrefetch the server sends ahead of Fetch, and
+// what no Fetch took is handed back when the consumer closes, at once.
+func TestConsumerPrefetch(t *testing.T) {
+	e := start(t, t.TempDir(), "127.0.0.1:0")
+	defer e.stop()
+	c, err := client.Dial(e.addr, client.WithPrefetch(20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateStream(ctx(t), sluice.StreamConfig{Name: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSubscription(ctx(t), "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]sluice.Message, 100)
+	for i := range msgs {
+		msgs[i] = sluice.Message{Body: []byte{byte(i)}}
+	}
+	if _, err := c.PublishBatch(ctx(t), "s", msgs); err != nil {
+		t.Fatal(err)
+	}
+	con, err := c.NewConsumer(ctx(t), "s", "w", sluice.ConsumerConfig{Name: "ahead"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := con.Fetch(ctx(t), 5)
+	if err != nil || len(ds) == 0 {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if err := con.Ack(ctx(t), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The consumer keeps about 20 coming beyond what it took.
+	eventually(t, "the prefetch to fill", func() bool {
+		info, err := c.Subscription(ctx(t), "s", "w")
+		return err == nil && info.InFlight >= 15
+	})
+	info, _ := c.Subscription(ctx(t), "s", "w")
+	if info.InFlight > 20 {
+		t.Fatalf("%d in flight with a prefetch of 20", info.InFlight)
+	}
+	con.Close()
+	// Handed back: another consumer gets them now, not after the 30 s lease.
+	other, err := c.NewConsumer(ctx(t), "s", "w", sluice.ConsumerConfig{Name: "next"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	got := 0
+	for got < 100-len(ds) {
+		more, err := other.Fetch(ctx(t), 100)
+		if err != nil {
+			t.Fatalf("after %d: %v", got, err)
+		}
+		for _, d := range more {
+			if err := other.Ack(ctx(t), d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got += len(more)
+	}
+	if info, err := c.Subscription(ctx(t), "s", "w"); err != nil || info.Backlog != 0 {
+		t.Fatalf("backlog %d, %v", info.Backlog, err)
+	}
+}

@@ -110,11 +110,34 @@ func (cc *consumeConn) send(req *sluicev1.ConsumeRequest) error {
 	return cc.bidi.Send(req)
 }
 
+// grantLocked is the credit to grant now so that the server may send what a
+// Fetch of max asks for and, with WithPrefetch, keep the buffer full; it adds
+// it to the stream's credit. Lock held: con.mu.
+func (con *consumer) grantLocked(want int) int {
+	cc := con.conn
+	if cc == nil || cc.err != nil {
+		return 0
+	}
+	grant := max(want, con.c.opts.prefetch) - cc.credit - len(con.buf)
+	if grant <= 0 {
+		return 0
+	}
+	cc.credit += grant
+	return grant
+}
+
+// grant sends credit.
+func (cc *consumeConn) grant(n int) {
+	if err := cc.send(&sluicev1.ConsumeRequest{Credit: int32(n)}); err != nil {
+		cc.cancel() // receive sees the break and reports why
+	}
+}
+
 // settleLater queues a settlement for the next request; the caller that finds
 // no request being sent sends the queue, and goes on until it is empty.
-func (cc *consumeConn) settleLater(st *sluicev1.Settlement) {
+func (cc *consumeConn) settleLater(sts ...*sluicev1.Settlement) {
 	cc.omu.Lock()
-	cc.outbox = append(cc.outbox, st)
+	cc.outbox = append(cc.outbox, sts...)
 	if cc.flushing {
 		cc.omu.Unlock()
 		return
@@ -243,7 +266,11 @@ func (con *consumer) Fetch(ctx context.Context, max int) ([]sluice.Delivery, err
 			out := make([]sluice.Delivery, n)
 			copy(out, con.buf)
 			con.buf = append(con.buf[:0], con.buf[n:]...)
+			cc, grant := con.conn, con.grantLocked(0)
 			con.mu.Unlock()
+			if grant > 0 {
+				cc.grant(grant)
+			}
 			return out, nil
 		}
 		cc := con.conn
@@ -281,15 +308,13 @@ func (con *consumer) Fetch(ctx context.Context, max int) ([]sluice.Delivery, err
 		}
 
 		con.mu.Lock()
-		grant := max - cc.credit
-		if grant > 0 && cc.err == nil {
-			cc.credit += grant
+		grant := 0
+		if con.conn == cc {
+			grant = con.grantLocked(max)
 		}
 		con.mu.Unlock()
 		if grant > 0 {
-			if err := cc.send(&sluicev1.ConsumeRequest{Credit: int32(grant)}); err != nil {
-				cc.cancel() // receive sees the break and reports why
-			}
+			cc.grant(grant)
 		}
 		select {
 		case <-con.notify:
@@ -394,6 +419,55 @@ func (con *consumer) Ack(ctx context.Context, d sluice.Delivery) error {
 	return err
 }
 
+// AckMany settles several deliveries as done in one request; errs[i] answers
+// ds[i] as Ack would have.
+func (con *consumer) AckMany(ctx context.Context, ds []sluice.Delivery) []error {
+	errs := make([]error, len(ds))
+	con.mu.Lock()
+	cc := con.conn
+	if con.closed || cc == nil {
+		con.mu.Unlock()
+		var wg sync.WaitGroup // Ack answers for a closed consumer, or goes unary
+		for i, d := range ds {
+			wg.Go(func() { errs[i] = con.Ack(ctx, d) })
+		}
+		wg.Wait()
+		return errs
+	}
+	sts := make([]*sluicev1.Settlement, len(ds))
+	answers := make([]chan *sluicev1.SettlementResult, len(ds))
+	for i, d := range ds {
+		con.ids++
+		sts[i] = &sluicev1.Settlement{Id: con.ids, Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_ACK}
+		answers[i] = make(chan *sluicev1.SettlementResult, 1)
+		cc.pending[con.ids] = answers[i]
+	}
+	con.mu.Unlock()
+	cc.settleLater(sts...)
+	for i, ch := range answers {
+		select {
+		case r := <-ch:
+			switch {
+			case r == nil:
+				errs[i] = fmt.Errorf("client: Ack: the stream broke before the server answered; the outcome is unknown: %w", sluice.ErrUnavailable)
+			case r.GetError() != nil:
+				errs[i] = mapError("Ack", statusError(r.GetError()))
+			}
+		case <-ctx.Done():
+			con.mu.Lock()
+			for _, st := range sts[i:] {
+				delete(cc.pending, st.GetId())
+			}
+			con.mu.Unlock()
+			for j := i; j < len(ds); j++ {
+				errs[j] = fmt.Errorf("client: Ack: %w: %w", sluice.ErrUnavailable, ctx.Err())
+			}
+			return errs
+		}
+	}
+	return errs
+}
+
 // Nack reports a failed delivery: it is retried, or dead-lettered once it had
 // the subscription's MaxDeliveries.
 func (con *consumer) Nack(ctx context.Context, d sluice.Delivery, opts sluice.NackOptions) error {
@@ -421,8 +495,10 @@ func (con *consumer) Extend(ctx context.Context, d sluice.Delivery, by time.Dura
 }
 
 // Close ends the consumer's stream: a partitioned consumer leaves its group at
-// once. Deliveries not settled (those fetched, and any the server sent that
-// no Fetch returned) are redelivered when their leases expire.
+// once. Deliveries the server sent that no Fetch returned (prefetched, or
+// arrived after a Fetch gave up) are handed back first: nacked for redelivery
+// at once. Those fetched and not settled are redelivered when their leases
+// expire.
 func (con *consumer) Close() error {
 	con.mu.Lock()
 	if con.closed {
@@ -432,9 +508,13 @@ func (con *consumer) Close() error {
 	con.closed = true
 	cc := con.conn
 	con.conn = nil
+	back := con.buf
 	con.buf = nil
 	con.mu.Unlock()
 	if cc != nil {
+		if len(back) > 0 {
+			con.handBack(cc, back)
+		}
 		cc.sendMu.Lock()
 		_ = cc.bidi.CloseRequest()
 		cc.sendMu.Unlock()
@@ -446,4 +526,30 @@ func (con *consumer) Close() error {
 		}
 	}
 	return nil
+}
+
+// handBack nacks deliveries no Fetch returned, for redelivery at once, and
+// waits a little for the answers.
+func (con *consumer) handBack(cc *consumeConn, ds []sluice.Delivery) {
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	sts := make([]*sluicev1.Settlement, len(ds))
+	answers := make([]chan *sluicev1.SettlementResult, len(ds))
+	con.mu.Lock()
+	for i, d := range ds {
+		con.ids++
+		sts[i] = &sluicev1.Settlement{Id: con.ids, Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_NACK,
+			Delay: durationpb.New(time.Millisecond), Reason: "consumer closed before a Fetch took the delivery"}
+		answers[i] = make(chan *sluicev1.SettlementResult, 1)
+		cc.pending[con.ids] = answers[i]
+	}
+	con.mu.Unlock()
+	cc.settleLater(sts...)
+	for _, ch := range answers {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return
+		}
+	}
 }

@@ -17,6 +17,9 @@ const (
 	MaxTimeout     = time.Hour
 	// MaxTokenBytes bounds WithToken's token.
 	MaxTokenBytes = 8 << 10
+	// MaxPrefetch bounds WithPrefetch: the server's bound on a consumer's
+	// outstanding credit, less the most one Fetch asks for.
+	MaxPrefetch = 9000
 )
 
 // Option configures Dial.
@@ -29,6 +32,7 @@ type options struct {
 	token      string
 	tls        *tls.Config
 	noBatching bool
+	prefetch   int
 }
 
 // WithHTTPClient makes the client send its calls through hc instead of its own
@@ -64,6 +68,17 @@ func WithTLS(cfg *tls.Config) Option {
 	return func(o *options) { o.tls = cfg }
 }
 
+// WithPrefetch makes each consumer keep up to n deliveries coming ahead of
+// its Fetch calls, so that the next batch is on its way while the last one is
+// handled. Prefetched deliveries are leased like fetched ones: their lease
+// runs from when the server sent them, and those no Fetch took when the
+// consumer closes are handed back (nacked for redelivery at once, which counts
+// as a delivery). Default 0: a consumer is sent only what its Fetch asks for.
+// Limits [0, MaxPrefetch].
+func WithPrefetch(n int) Option {
+	return func(o *options) { o.prefetch = n }
+}
+
 // WithoutBatching sends each Publish as a call of its own. By default the
 // publishes made to one stream while earlier ones are in flight are sent
 // together in PublishBatch calls (at most 8 in flight per stream, 1,000
@@ -91,6 +106,7 @@ func (o *options) limits() []struct {
 	}{
 		{"WithTimeout", int64(o.timeout), int64(MinTimeout), int64(MaxTimeout)},
 		{"WithToken", int64(len(o.token)), 0, MaxTokenBytes},
+		{"WithPrefetch", int64(o.prefetch), 0, MaxPrefetch},
 	}
 }
 

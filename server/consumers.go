@@ -272,7 +272,12 @@ func (c *consumeStream) receive(ctx context.Context, req *sluicev1.ConsumeReques
 				return
 			}
 			res := &sluicev1.ConsumeResponse{Results: make([]*sluicev1.SettlementResult, len(sts))}
-			for i, st := range sts {
+			for i := 0; i < len(sts); {
+				if n := c.ackRun(ctx, sts[i:], res.Results[i:]); n > 0 {
+					i += n
+					continue
+				}
+				st := sts[i]
 				r := &sluicev1.SettlementResult{Id: st.GetId()}
 				t, err := settle(ctx, c.cons, st, "settlements")
 				if err != nil {
@@ -281,6 +286,7 @@ func (c *consumeStream) receive(ctx context.Context, req *sluicev1.ConsumeReques
 					r.Deadline = timestamppb.New(t)
 				}
 				res.Results[i] = r
+				i++
 			}
 			if err := c.send(res); err != nil {
 				return
@@ -296,6 +302,30 @@ func (c *consumeStream) receive(ctx context.Context, req *sluicev1.ConsumeReques
 			return
 		}
 	}
+}
+
+// ackRun settles the acks at the start of sts with one AckMany (one journal
+// write) and answers them in out; it returns how many it settled, 0 when sts
+// does not start with two acks or more.
+func (c *consumeStream) ackRun(ctx context.Context, sts []*sluicev1.Settlement, out []*sluicev1.SettlementResult) int {
+	n := 0
+	for n < len(sts) && sts[n].GetAction() == sluicev1.SettleAction_SETTLE_ACTION_ACK && sts[n].GetDelivery() != nil {
+		n++
+	}
+	if n < 2 {
+		return 0
+	}
+	ds := make([]sluice.Delivery, n)
+	for i, st := range sts[:n] {
+		ds[i], _ = deliveryFrom(st.GetDelivery(), "") // not nil: checked above
+	}
+	for i, err := range c.cons.AckMany(ctx, ds) {
+		out[i] = &sluicev1.SettlementResult{Id: sts[i].GetId()}
+		if err != nil {
+			out[i].Error = c.h.s.statusTo("/sluice.v1.ConsumerService/Consume", err)
+		}
+	}
+	return n
 }
 
 // deliver sends deliveries while there is credit, until ctx ends.

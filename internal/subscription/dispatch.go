@@ -320,6 +320,52 @@ func (s *Sub) Ack(ctx context.Context, part int, off int64, lease uint64) error 
 	return nil
 }
 
+// Ref names a delivery to settle.
+type Ref struct {
+	Partition int
+	Offset    int64
+	Lease     uint64
+}
+
+// AckMany settles several deliveries as done with one journal write; errs[i]
+// is refs[i]'s answer, as Ack would have given it.
+func (s *Sub) AckMany(ctx context.Context, refs []Ref) []error {
+	errs := make([]error, len(refs))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	evs := make([]event, 0, len(refs))
+	pds := make([]*pending, 0, len(refs))
+	idx := make([]int, 0, len(refs))
+	seen := make(map[*pending]bool, len(refs))
+	for i, r := range refs {
+		pd, err := s.heldLocked(r.Partition, r.Offset, r.Lease)
+		if err == nil && seen[pd] {
+			err = fmt.Errorf("%w: lease %d on partition %d offset %d (already settled)", ErrStaleLease, r.Lease, r.Partition, r.Offset)
+		}
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		seen[pd] = true
+		evs = append(evs, event{kind: evAck, partition: r.Partition, offset: r.Offset})
+		pds = append(pds, pd)
+		idx = append(idx, i)
+	}
+	if err := s.journalLocked(ctx, evs...); err != nil {
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return errs
+	}
+	for _, pd := range pds {
+		s.releaseLocked(pd)
+	}
+	if len(pds) > 0 {
+		s.broadcastLocked()
+	}
+	return errs
+}
+
 // Nack reports a failed delivery: the message is delivered again after delay (or
 // the backoff when delay is nil), or dead-lettered if it has had MaxDeliveries.
 func (s *Sub) Nack(ctx context.Context, part int, off int64, lease uint64, delay *time.Duration, reason string) error {

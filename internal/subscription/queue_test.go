@@ -418,3 +418,30 @@ func TestSeekRestartsAPartition(t *testing.T) {
 		t.Fatalf("after seek to the start: %v", values(got))
 	}
 }
+
+// TestAckMany settles several deliveries in one journal write, each answered
+// as Ack would; what it acked stays acked after a kill.
+func TestAckMany(t *testing.T) {
+	e := newEnv(t, 2, Config{Name: "work"})
+	e.publish(0, "a", "b")
+	e.publish(1, "c")
+	ds := e.fetch("w", 10)
+	if len(ds) != 3 {
+		t.Fatalf("fetched %v", values(ds))
+	}
+	refs := []Ref{
+		{ds[0].Partition, ds[0].Offset, ds[0].Lease},
+		{ds[1].Partition, ds[1].Offset, ds[1].Lease + 1}, // not its lease
+		{ds[2].Partition, ds[2].Offset, ds[2].Lease},
+		{ds[0].Partition, ds[0].Offset, ds[0].Lease}, // twice in one call
+	}
+	errs := e.sub.AckMany(e.ctx, refs)
+	if errs[0] != nil || !errors.Is(errs[1], ErrStaleLease) || errs[2] != nil || !errors.Is(errs[3], ErrStaleLease) {
+		t.Fatalf("answers %v", errs)
+	}
+	e.kill()
+	got := values(e.fetch("w", 10))
+	if !slices.Equal(got, []string{values(ds[1:2])[0]}) {
+		t.Fatalf("after a kill: %v, want only %v", got, values(ds[1:2]))
+	}
+}
