@@ -179,6 +179,7 @@ func (w *Worker) Run(ctx context.Context) error {
 type workerRun struct {
 	w          *Worker
 	cons       Consumer
+	acks       acker
 	lease      time.Duration
 	atMostOnce bool
 	slots      chan struct{}
@@ -257,7 +258,7 @@ func (r *workerRun) handle(hardCtx context.Context, d Delivery) {
 	var serr error
 	switch {
 	case err == nil:
-		serr = r.cons.Ack(sctx, d)
+		serr = r.acks.ack(sctx, r.cons, d)
 		r.w.processed.Add(1)
 	case hardCtx.Err() != nil && errors.Is(err, hardCtx.Err()):
 		// A millisecond, not zero (which means the subscription's backoff): due
@@ -276,6 +277,45 @@ func (r *workerRun) handle(hardCtx context.Context, d Delivery) {
 			"worker", r.w.cfg.Name, "stream", r.w.stream, "subscription", r.w.sub,
 			"partition", d.Partition, "offset", d.Offset, "error", serr)
 	}
+}
+
+// acker gathers the acks of handlers that finish together into one AckMany:
+// the handler that finds none being sent sends what has queued, until the
+// queue is empty, and every handler gets its own answer.
+type acker struct {
+	mu       sync.Mutex
+	queue    []ackReq
+	flushing bool
+}
+
+type ackReq struct {
+	d    Delivery
+	done chan error
+}
+
+func (a *acker) ack(ctx context.Context, cons Consumer, d Delivery) error {
+	done := make(chan error, 1)
+	a.mu.Lock()
+	a.queue = append(a.queue, ackReq{d, done})
+	if !a.flushing {
+		a.flushing = true
+		for len(a.queue) > 0 {
+			batch := a.queue
+			a.queue = nil
+			a.mu.Unlock()
+			ds := make([]Delivery, len(batch))
+			for i, q := range batch {
+				ds[i] = q.d
+			}
+			for i, err := range cons.AckMany(ctx, ds) {
+				batch[i].done <- err
+			}
+			a.mu.Lock()
+		}
+		a.flushing = false
+	}
+	a.mu.Unlock()
+	return <-done
 }
 
 func (r *workerRun) count(err error) {
