@@ -33,7 +33,7 @@ func TestRunEveryWorkload(t *testing.T) {
 		t.Skip("starts brokers and a child process")
 	}
 	st := settings{runs: 2, w1For: 100 * time.Millisecond, drainMsgs: 300, fanoutMsgs: 50,
-		w3For: 300 * time.Millisecond, memMsgs: 5000, runTimeout: time.Minute}
+		w3For: 300 * time.Millisecond, memMsgs: 5000, memRuns: 2, runTimeout: time.Minute}
 	out := filepath.Join(t.TempDir(), "results", "latest.json")
 	var md, progress bytes.Buffer
 	sel := selection{systems: "sluice-embedded,sluice,nats", sizes: "100", out: out}

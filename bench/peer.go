@@ -177,6 +177,14 @@ type consumer interface {
 	Close() error
 }
 
+// batchAcker is implemented by a consumer that settles a fetched batch at
+// once, the way its users would. The harness then acks each fetched batch
+// with it instead of Ack.
+type batchAcker interface {
+	// AckBatch settles ds; errs[i] answers ds[i] as Ack would have.
+	AckBatch(ctx context.Context, ds []delivery) (errs []error)
+}
+
 // ackWaiter is implemented by a consumer whose Ack returns before the broker
 // applied it (it only sends it). A drain ends, and is timed, when every
 // consumer that implements it returns from WaitAcked.

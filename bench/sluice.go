@@ -230,4 +230,20 @@ func (s sluiceConsumer) Ack(ctx context.Context, d delivery) error {
 	return err
 }
 
+// AckBatch settles a fetched batch with one AckMany: one request, one
+// journal write.
+func (s sluiceConsumer) AckBatch(ctx context.Context, ds []delivery) []error {
+	batch := make([]sluice.Delivery, len(ds))
+	for i, d := range ds {
+		batch[i] = d.Handle.(sluice.Delivery)
+	}
+	errs := s.c.AckMany(ctx, batch)
+	for i, err := range errs {
+		if errors.Is(err, sluice.ErrStaleLease) {
+			errs[i] = fmt.Errorf("%w: %w", errNotHeld, err)
+		}
+	}
+	return errs
+}
+
 func (s sluiceConsumer) Close() error { return s.c.Close() }

@@ -196,6 +196,19 @@ func fill(ctx context.Context, p peer, n, fillers int, mk func(i int) message) e
 	return nil
 }
 
+// ackAll settles a fetched batch: at once when the consumer can
+// (batchAcker), else one Ack after another. errs[i] answers ds[i].
+func ackAll(ctx context.Context, c consumer, ds []delivery) []error {
+	if ba, ok := c.(batchAcker); ok {
+		return ba.AckBatch(ctx, ds)
+	}
+	errs := make([]error, len(ds))
+	for i, d := range ds {
+		errs[i] = c.Ack(ctx, d)
+	}
+	return errs
+}
+
 // runW1 is durable publish throughput: w1Producers producers, each keeping
 // w1Window publishes in flight, for d; every publish waits for the durable
 // acknowledgement. Latencies are publish to acknowledgement under that load.
@@ -318,8 +331,7 @@ func runDrain(ctx context.Context, p peer, size int, spec drainSpec) (sample, er
 					return
 				}
 				acked := 0
-				for _, d := range ds {
-					err := m.c.Ack(ctx, d)
+				for _, err := range ackAll(ctx, m.c, ds) {
 					switch {
 					case err == nil:
 						acked++
@@ -403,7 +415,9 @@ func runW3(ctx context.Context, p peer, size, rate int, d time.Duration) (sample
 				if i >= warm {
 					deliver.add(time.Duration(now - int64(binary.BigEndian.Uint64(d.Body))))
 				}
-				if err := c.Ack(ctx, d); err != nil {
+			}
+			for _, err := range ackAll(ctx, c, ds) {
+				if err != nil {
 					errs.set(err)
 					return
 				}
