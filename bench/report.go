@@ -75,7 +75,7 @@ func describe(c cell, s sample) string {
 }
 
 func (r *report) markdown(w io.Writer) {
-	fmt.Fprintf(w, "Command: `go run ./bench %s`\n\n", strings.Join(r.args, " "))
+	fmt.Fprintf(w, "Command: `%s`\n\n", strings.Join(append([]string{"go run ./bench"}, r.args...), " "))
 	fmt.Fprintf(w, "%s, %s/%s, %d CPUs, %s; each figure is the median of %d run(s), with the range (min–max) of the runs; the whole took %v.\n",
 		r.started.Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), r.settings.runs, r.elapsed.Round(time.Second))
 	if r.quick {
@@ -279,7 +279,13 @@ func us(x float64) string {
 
 func mib(bytes float64) string { return fmt.Sprintf("%.0f MiB", bytes/(1<<20)) }
 
-func times(x float64) string { return fmt.Sprintf("%.2f×", x) }
+// times formats a ratio: two decimals, or two significant digits below 0.1.
+func times(x float64) string {
+	if x > 0 && x < 0.1 {
+		return fmt.Sprintf("%.2g×", x)
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
 
 func size(n int) string {
 	if n%1024 == 0 {
