@@ -222,26 +222,7 @@ func (p *natsProducer) complete() {
 }
 
 func (p *natsProducer) PublishBatch(ctx context.Context, msgs []message) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	wg.Add(len(msgs))
-	for _, m := range msgs {
-		p.Publish(ctx, m, func(err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	return first
+	return publishEach(ctx, p.Publish, msgs)
 }
 
 func (p *natsProducer) Close() error {

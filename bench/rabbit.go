@@ -340,26 +340,7 @@ func (pr *rabbitProducer) complete() {
 
 // PublishBatch publishes the batch and waits for every confirm.
 func (pr *rabbitProducer) PublishBatch(ctx context.Context, msgs []message) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	wg.Add(len(msgs))
-	for _, m := range msgs {
-		pr.Publish(ctx, m, func(err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	return first
+	return publishEach(ctx, pr.Publish, msgs)
 }
 
 func (pr *rabbitProducer) Close() error {

@@ -270,26 +270,7 @@ func (pr *redisProducer) Publish(ctx context.Context, m message, done func(error
 
 // PublishBatch pipelines the batch's XADDs and waits for every reply.
 func (pr *redisProducer) PublishBatch(ctx context.Context, msgs []message) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	wg.Add(len(msgs))
-	for _, m := range msgs {
-		pr.Publish(ctx, m, func(err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	return first
+	return publishEach(ctx, pr.Publish, msgs)
 }
 
 func (pr *redisProducer) Close() error { return pr.c.Close() }

@@ -91,6 +91,25 @@ func (f *firstErr) set(err error) {
 	f.mu.Unlock()
 }
 
+// publishEach publishes msgs through an asynchronous publish and waits for
+// every acknowledgement: PublishBatch for a peer without a batch of its own.
+// It returns the first error.
+func publishEach(ctx context.Context, publish func(context.Context, message, func(error)), msgs []message) error {
+	var (
+		wg   sync.WaitGroup
+		errs firstErr
+	)
+	wg.Add(len(msgs))
+	for _, m := range msgs {
+		publish(ctx, m, func(err error) {
+			errs.set(err)
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	return errs.get()
+}
+
 func (f *firstErr) get() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -78,6 +78,26 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 	}
 }
 
+// backlog stores n 1 KiB messages in stream "s", with subscription "w".
+func backlog(b *testing.B, c sluice.Client, n int) {
+	ctx := context.Background()
+	if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
+		b.Fatal(err)
+	}
+	msgs := make([]sluice.Message, 1000)
+	for i := range msgs {
+		msgs[i] = sluice.Message{Body: make([]byte, 1024)}
+	}
+	for done := 0; done < n; done += len(msgs) {
+		if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), n-done)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkConsume drains a backlog of 1 KiB messages with one consumer that
 // fetches up to 100 at a time and acks each.
 func BenchmarkConsume(b *testing.B) {
@@ -85,21 +105,7 @@ func BenchmarkConsume(b *testing.B) {
 		b.Run(tg.name, func(b *testing.B) {
 			c := tg.c(b)
 			ctx := context.Background()
-			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
-				b.Fatal(err)
-			}
-			msgs := make([]sluice.Message, 1000)
-			for i := range msgs {
-				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
-			}
-			for n := 0; n < b.N; n += len(msgs) {
-				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
-					b.Fatal(err)
-				}
-			}
+			backlog(b, c, b.N)
 			con, err := c.NewConsumer(ctx, "s", "w", sluice.ConsumerConfig{MaxInFlight: 1000})
 			if err != nil {
 				b.Fatal(err)
@@ -131,21 +137,7 @@ func BenchmarkConsumeAckMany(b *testing.B) {
 		b.Run(tg.name, func(b *testing.B) {
 			c := tg.c(b)
 			ctx := context.Background()
-			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
-				b.Fatal(err)
-			}
-			msgs := make([]sluice.Message, 1000)
-			for i := range msgs {
-				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
-			}
-			for n := 0; n < b.N; n += len(msgs) {
-				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
-					b.Fatal(err)
-				}
-			}
+			backlog(b, c, b.N)
 			con, err := c.NewConsumer(ctx, "s", "w", sluice.ConsumerConfig{MaxInFlight: 1000})
 			if err != nil {
 				b.Fatal(err)
@@ -177,21 +169,7 @@ func BenchmarkConsumeWorker(b *testing.B) {
 		b.Run(tg.name, func(b *testing.B) {
 			c := tg.c(b)
 			ctx := context.Background()
-			if _, err := c.CreateStream(ctx, sluice.StreamConfig{Name: "s", Sync: sluice.SyncNever}); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := c.CreateSubscription(ctx, "s", sluice.SubscriptionConfig{Name: "w"}); err != nil {
-				b.Fatal(err)
-			}
-			msgs := make([]sluice.Message, 1000)
-			for i := range msgs {
-				msgs[i] = sluice.Message{Body: make([]byte, 1024)}
-			}
-			for n := 0; n < b.N; n += len(msgs) {
-				if _, err := c.PublishBatch(ctx, "s", msgs[:min(len(msgs), b.N-n)]); err != nil {
-					b.Fatal(err)
-				}
-			}
+			backlog(b, c, b.N)
 			var done sync.WaitGroup
 			done.Add(b.N)
 			w, err := sluice.NewWorker(c, "s", "w", func(context.Context, sluice.Delivery) error {
