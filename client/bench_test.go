@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -99,40 +100,28 @@ func backlog(b *testing.B, c sluice.Client, n int) {
 }
 
 // BenchmarkConsume drains a backlog of 1 KiB messages with one consumer that
-// fetches up to 100 at a time and acks each.
+// fetches up to 100 at a time and acks them one by one, in turn.
 func BenchmarkConsume(b *testing.B) {
-	for _, tg := range benchTargets(b) {
-		b.Run(tg.name, func(b *testing.B) {
-			c := tg.c(b)
-			ctx := context.Background()
-			backlog(b, c, b.N)
-			con, err := c.NewConsumer(ctx, "s", "w", sluice.ConsumerConfig{MaxInFlight: 1000})
-			if err != nil {
-				b.Fatal(err)
+	benchDrain(b, func(ctx context.Context, con sluice.Consumer, ds []sluice.Delivery) error {
+		for _, d := range ds {
+			if err := con.Ack(ctx, d); err != nil {
+				return err
 			}
-			defer con.Close()
-			b.SetBytes(1024)
-			b.ResetTimer()
-			for got := 0; got < b.N; {
-				ds, err := con.Fetch(ctx, 100)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, d := range ds {
-					if err := con.Ack(ctx, d); err != nil {
-						b.Fatal(err)
-					}
-				}
-				got += len(ds)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-		})
-	}
+		}
+		return nil
+	})
 }
 
 // BenchmarkConsumeAckMany drains a backlog of 1 KiB messages with one
 // consumer that fetches up to 100 at a time and acks them with one AckMany.
 func BenchmarkConsumeAckMany(b *testing.B) {
+	benchDrain(b, func(ctx context.Context, con sluice.Consumer, ds []sluice.Delivery) error {
+		return errors.Join(con.AckMany(ctx, ds)...)
+	})
+}
+
+// benchDrain drains a backlog of b.N messages with Fetch(100) and ack.
+func benchDrain(b *testing.B, ack func(context.Context, sluice.Consumer, []sluice.Delivery) error) {
 	for _, tg := range benchTargets(b) {
 		b.Run(tg.name, func(b *testing.B) {
 			c := tg.c(b)
@@ -150,10 +139,8 @@ func BenchmarkConsumeAckMany(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				for _, err := range con.AckMany(ctx, ds) {
-					if err != nil {
-						b.Fatal(err)
-					}
+				if err := ack(ctx, con, ds); err != nil {
+					b.Fatal(err)
 				}
 				got += len(ds)
 			}

@@ -333,40 +333,71 @@ func (con *consumer) Fetch(ctx context.Context, max int) ([]sluice.Delivery, err
 }
 
 // settle sends a settlement on the open stream, or as a unary call when none
-// is open.
+// settle settles one delivery; see settleAll.
 func (con *consumer) settle(ctx context.Context, op string, st *sluicev1.Settlement) (*sluicev1.SettlementResult, error) {
+	rs, errs := con.settleAll(ctx, op, []*sluicev1.Settlement{st})
+	return rs[0], errs[0]
+}
+
+// settleAll sends settlements together on the open stream and waits for each
+// answer until ctx ends; with no stream open, each goes as a unary call.
+// errs[i] answers sts[i]; a settlement whose answer was lost with its stream,
+// or not come when ctx ended, fails with ErrUnavailable (it may have been
+// applied).
+func (con *consumer) settleAll(ctx context.Context, op string, sts []*sluicev1.Settlement) ([]*sluicev1.SettlementResult, []error) {
+	rs := make([]*sluicev1.SettlementResult, len(sts))
+	errs := make([]error, len(sts))
 	con.mu.Lock()
 	if con.closed {
 		con.mu.Unlock()
-		return nil, &closedError{op}
+		for i := range errs {
+			errs[i] = &closedError{op}
+		}
+		return rs, errs
 	}
 	cc := con.conn
 	if cc == nil {
 		con.mu.Unlock()
-		return con.settleUnary(ctx, op, st)
+		var wg sync.WaitGroup
+		for i, st := range sts {
+			wg.Go(func() { rs[i], errs[i] = con.settleUnary(ctx, op, st) })
+		}
+		wg.Wait()
+		return rs, errs
 	}
-	con.ids++
-	st.Id = con.ids
-	ch := make(chan *sluicev1.SettlementResult, 1)
-	cc.pending[st.Id] = ch
+	answers := make([]chan *sluicev1.SettlementResult, len(sts))
+	for i, st := range sts {
+		con.ids++
+		st.Id = con.ids
+		answers[i] = make(chan *sluicev1.SettlementResult, 1)
+		cc.pending[st.Id] = answers[i]
+	}
 	con.mu.Unlock()
-
-	cc.settleLater(st)
-	select {
-	case r := <-ch:
-		if r == nil {
-			return nil, fmt.Errorf("client: %s: the stream broke before the server answered; the outcome is unknown: %w", op, sluice.ErrUnavailable)
+	cc.settleLater(sts...)
+	for i, ch := range answers {
+		select {
+		case r := <-ch:
+			switch {
+			case r == nil:
+				errs[i] = fmt.Errorf("client: %s: the stream broke before the server answered; the outcome is unknown: %w", op, sluice.ErrUnavailable)
+			case r.GetError() != nil:
+				errs[i] = mapError(op, statusError(r.GetError()))
+			default:
+				rs[i] = r
+			}
+		case <-ctx.Done():
+			con.mu.Lock()
+			for _, st := range sts[i:] {
+				delete(cc.pending, st.GetId())
+			}
+			con.mu.Unlock()
+			for j := i; j < len(sts); j++ {
+				errs[j] = fmt.Errorf("client: %s: %w: %w", op, sluice.ErrUnavailable, ctx.Err())
+			}
+			return rs, errs
 		}
-		if e := r.GetError(); e != nil {
-			return nil, mapError(op, statusError(e))
-		}
-		return r, nil
-	case <-ctx.Done():
-		con.mu.Lock()
-		delete(cc.pending, st.Id)
-		con.mu.Unlock()
-		return nil, fmt.Errorf("client: %s: %w: %w", op, sluice.ErrUnavailable, ctx.Err())
 	}
+	return rs, errs
 }
 
 // settleUnary settles with ConsumerService's unary calls.
@@ -422,49 +453,11 @@ func (con *consumer) Ack(ctx context.Context, d sluice.Delivery) error {
 // AckMany settles several deliveries as done in one request; errs[i] answers
 // ds[i] as Ack would have.
 func (con *consumer) AckMany(ctx context.Context, ds []sluice.Delivery) []error {
-	errs := make([]error, len(ds))
-	con.mu.Lock()
-	cc := con.conn
-	if con.closed || cc == nil {
-		con.mu.Unlock()
-		var wg sync.WaitGroup // Ack answers for a closed consumer, or goes unary
-		for i, d := range ds {
-			wg.Go(func() { errs[i] = con.Ack(ctx, d) })
-		}
-		wg.Wait()
-		return errs
-	}
 	sts := make([]*sluicev1.Settlement, len(ds))
-	answers := make([]chan *sluicev1.SettlementResult, len(ds))
 	for i, d := range ds {
-		con.ids++
-		sts[i] = &sluicev1.Settlement{Id: con.ids, Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_ACK}
-		answers[i] = make(chan *sluicev1.SettlementResult, 1)
-		cc.pending[con.ids] = answers[i]
+		sts[i] = &sluicev1.Settlement{Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_ACK}
 	}
-	con.mu.Unlock()
-	cc.settleLater(sts...)
-	for i, ch := range answers {
-		select {
-		case r := <-ch:
-			switch {
-			case r == nil:
-				errs[i] = fmt.Errorf("client: Ack: the stream broke before the server answered; the outcome is unknown: %w", sluice.ErrUnavailable)
-			case r.GetError() != nil:
-				errs[i] = mapError("Ack", statusError(r.GetError()))
-			}
-		case <-ctx.Done():
-			con.mu.Lock()
-			for _, st := range sts[i:] {
-				delete(cc.pending, st.GetId())
-			}
-			con.mu.Unlock()
-			for j := i; j < len(ds); j++ {
-				errs[j] = fmt.Errorf("client: Ack: %w: %w", sluice.ErrUnavailable, ctx.Err())
-			}
-			return errs
-		}
-	}
+	_, errs := con.settleAll(ctx, "Ack", sts)
 	return errs
 }
 
@@ -505,16 +498,18 @@ func (con *consumer) Close() error {
 		con.mu.Unlock()
 		return nil
 	}
-	con.closed = true
-	cc := con.conn
-	con.conn = nil
 	back := con.buf
 	con.buf = nil
 	con.mu.Unlock()
+	if len(back) > 0 {
+		con.handBack(back)
+	}
+	con.mu.Lock()
+	con.closed = true
+	cc := con.conn
+	con.conn = nil
+	con.mu.Unlock()
 	if cc != nil {
-		if len(back) > 0 {
-			con.handBack(cc, back)
-		}
 		cc.sendMu.Lock()
 		_ = cc.bidi.CloseRequest()
 		cc.sendMu.Unlock()
@@ -530,26 +525,13 @@ func (con *consumer) Close() error {
 
 // handBack nacks deliveries no Fetch returned, for redelivery at once, and
 // waits a little for the answers.
-func (con *consumer) handBack(cc *consumeConn, ds []sluice.Delivery) {
-	timeout := time.NewTimer(5 * time.Second)
-	defer timeout.Stop()
+func (con *consumer) handBack(ds []sluice.Delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	sts := make([]*sluicev1.Settlement, len(ds))
-	answers := make([]chan *sluicev1.SettlementResult, len(ds))
-	con.mu.Lock()
 	for i, d := range ds {
-		con.ids++
-		sts[i] = &sluicev1.Settlement{Id: con.ids, Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_NACK,
+		sts[i] = &sluicev1.Settlement{Delivery: ref(d), Action: sluicev1.SettleAction_SETTLE_ACTION_NACK,
 			Delay: durationpb.New(time.Millisecond), Reason: "consumer closed before a Fetch took the delivery"}
-		answers[i] = make(chan *sluicev1.SettlementResult, 1)
-		cc.pending[con.ids] = answers[i]
 	}
-	con.mu.Unlock()
-	cc.settleLater(sts...)
-	for _, ch := range answers {
-		select {
-		case <-ch:
-		case <-timeout.C:
-			return
-		}
-	}
+	con.settleAll(ctx, "Nack", sts)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
+	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
 	"github.com/sluicemq/sluice/internal/apiconv"
 )
 
@@ -248,7 +249,7 @@ func (h consumerService) Consume(ctx context.Context, stream *connect.BidiStream
 
 // receive applies the client's requests until it stops sending or ctx ends.
 func (c *consumeStream) receive(ctx context.Context, req *sluicev1.ConsumeRequest) {
-	const procedure = "/sluice.v1.ConsumerService/Consume"
+	const procedure = sluicev1connect.ConsumerServiceConsumeProcedure
 	for {
 		if n := req.GetCredit(); n != 0 {
 			c.mu.Lock()
@@ -322,7 +323,7 @@ func (c *consumeStream) ackRun(ctx context.Context, sts []*sluicev1.Settlement, 
 	for i, err := range c.cons.AckMany(ctx, ds) {
 		out[i] = &sluicev1.SettlementResult{Id: sts[i].GetId()}
 		if err != nil {
-			out[i].Error = c.h.s.statusTo("/sluice.v1.ConsumerService/Consume", err)
+			out[i].Error = c.h.s.statusTo(sluicev1connect.ConsumerServiceConsumeProcedure, err)
 		}
 	}
 	return n
