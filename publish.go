@@ -335,20 +335,16 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 	pos := make([]Position, len(msgs))
 	parts := make([]int, len(msgs))
 	for i := range msgs {
-		field := fmt.Sprintf("msgs[%d]", i)
-		if err := msgs[i].validate(field, s.cfg.MaxMessageBytes, now); err != nil {
-			return nil, err
-		}
-		if err := s.checkKeyTime(field, &msgs[i], now); err != nil {
+		p, err := s.checkBatched(&msgs[i], "", now)
+		if err != nil {
+			// Checked again to name the message: the field is built only for the
+			// error, not for every message of every batch.
+			_, err = s.checkBatched(&msgs[i], fmt.Sprintf("msgs[%d]", i), now)
 			return nil, err
 		}
 		total += msgs[i].size()
 		if total > MaxBatchBytes {
 			return nil, invalid("msgs", "more than MaxBatchBytes=%d bytes", MaxBatchBytes)
-		}
-		p, err := s.partitionFor(&msgs[i], field)
-		if err != nil {
-			return nil, err
 		}
 		parts[i] = p
 		pos[i] = Position{Partition: p, Offset: -1}
@@ -407,24 +403,30 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	appendTo := func(p int, idx []int) {
+		base, err := s.parts[p].Append(actx, encoded[p])
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sluice: publish to %s/%d: %w", name, p, err))
+			return
+		}
+		for j, i := range idx {
+			pos[i].Offset = base + int64(j)
+			stored[i] = true
+		}
+		s.ctr.published.Add(int64(len(idx)))
+		s.ctr.publishedBytes.Add(int64(len(encoded[p])))
+	}
+	// The partitions are appended to at once; the last in this goroutine, so
+	// that a batch for one partition costs no goroutine.
+	left := len(byPart)
 	for p, idx := range byPart {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			base, err := s.parts[p].Append(actx, encoded[p])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("sluice: publish to %s/%d: %w", name, p, err))
-				return
-			}
-			for j, i := range idx {
-				pos[i].Offset = base + int64(j)
-				stored[i] = true
-			}
-			s.ctr.published.Add(int64(len(idx)))
-			s.ctr.publishedBytes.Add(int64(len(encoded[p])))
-		}()
+		if left--; left == 0 {
+			appendTo(p, idx)
+			break
+		}
+		wg.Go(func() { appendTo(p, idx) })
 	}
 	wg.Wait()
 	for i, first := range alias {
@@ -433,6 +435,18 @@ func (b *Broker) publishBatchOnce(ctx context.Context, name string, msgs []Messa
 		}
 	}
 	return pos, errors.Join(errs...)
+}
+
+// checkBatched checks one message of a batch, named field in an error, and
+// returns its partition.
+func (s *stream) checkBatched(m *Message, field string, now time.Time) (int, error) {
+	if err := m.validate(field, s.cfg.MaxMessageBytes, now); err != nil {
+		return 0, err
+	}
+	if err := s.checkKeyTime(field, m, now); err != nil {
+		return 0, err
+	}
+	return s.partitionFor(m, field)
 }
 
 // errBatchRaced: a key of the batch was stored by another publish between the

@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -191,6 +192,7 @@ func main() {
 		list      = flag.Bool("list", false, "list the systems and workloads, and exit")
 		serve     = flag.String("serve", "", "internal: serve this broker in this process (the memory workload's child)")
 		dir       = flag.String("dir", "", "internal: with --serve, the data directory")
+		cpuprof   = flag.String("cpuprofile", "", "write a CPU profile of the whole run (harness, clients and in-process brokers) to this file")
 	)
 	flag.Parse()
 	if *serve != "" {
@@ -214,9 +216,24 @@ func main() {
 	if *runs > 0 {
 		st.runs, st.memRuns = *runs, *runs
 	}
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: --cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	sel := selection{quick: *quick, workloads: *workloads, systems: *systems, sizes: *sizesFlag, out: *out}
 	if err := run(st, sel, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
