@@ -37,6 +37,38 @@ func (ps *partState) readFrom(log logstore.Log, off int64) ([]byte, error) {
 	return data, nil
 }
 
+// readPending returns the record at off, a pending message's (behind the
+// cursor): from the partition's pending cache when it holds off, else read
+// from the log, and cached. The record aliases the cache, whose data is never
+// written again.
+func (ps *partState) readPending(log logstore.Log, off int64) (batch.Record, error) {
+	c := &ps.pendCache
+	if len(c.data) == 0 || off < c.from || off >= c.next || off < log.StartOffset() {
+		data, next, err := log.Read(off, 1, nil)
+		if err != nil {
+			return batch.Record{}, err
+		}
+		ps.pendCache = readCache{}
+		if h, err := batch.ParseHeader(data); err == nil && len(data) <= maxReadCache && next > off {
+			ps.pendCache = readCache{data: data, from: h.BaseOffset, next: next}
+		}
+		c = &readCache{data: data, from: off, next: next}
+	}
+	var found batch.Record
+	ok := false
+	err := batch.EachFrom(c.data, off, func(r *batch.Record) bool {
+		if r.Offset == off {
+			found, ok = *r, true
+			found.Headers = append([]batch.RecordHeader(nil), r.Headers...)
+		}
+		return false
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: offset %d", logstore.ErrOutOfRange, off)
+	}
+	return found, err
+}
+
 // dispatchLocked hands out up to room deliveries: due retries first, then new
 // messages, partition by partition in turn. The deliveries are journaled before
 // they are returned.
@@ -78,6 +110,9 @@ func (s *Sub) dispatchLocked(ctx context.Context, consumer string, room int, now
 		}
 		if out, evs, err = s.readNewLocked(i, ps, log, room, now, out, evs); err != nil {
 			return fail(err)
+		}
+		if len(ps.pend) == 0 {
+			ps.pendCache = readCache{}
 		}
 	}
 	s.rr++
@@ -187,7 +222,7 @@ func (s *Sub) serveLocked(ctx context.Context, i int, ps *partState, log logstor
 		// or a crash came between its last delivery and its outcome.
 		return out, evs, s.deadLocked(ctx, i, pd, fmt.Sprintf("delivery limit %d reached", s.cfg.MaxDeliveries))
 	}
-	rec, err := s.readOne(i, pd.Offset)
+	rec, err := ps.readPending(log, pd.Offset)
 	if errors.Is(err, logstore.ErrOutOfRange) {
 		s.dropBelowLocked(i, ps, log.StartOffset())
 		return out, evs, nil

@@ -5,10 +5,12 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sluicemq/sluice/internal/batch"
+	"github.com/sluicemq/sluice/internal/logstore"
 )
 
 // publishKeyed appends one message per (key, value) to partition p.
@@ -172,5 +174,54 @@ func TestParkedKeyResumesWhenDeadLettered(t *testing.T) {
 	}
 	if len(e.deadLetters()) != 1 {
 		t.Fatal("poison not dead-lettered")
+	}
+}
+
+// countingLog counts the reads made of a partition.
+type countingLog struct {
+	logstore.Log
+	reads atomic.Int64
+}
+
+func (l *countingLog) Read(off int64, maxBytes int, buf []byte) ([]byte, int64, error) {
+	l.reads.Add(1)
+	return l.Log.Read(off, maxBytes, buf)
+}
+
+// Held messages released by their keys' acks are served from the batch they
+// were stored in, read once: not one read of the whole batch per message.
+func TestReleasedKeysShareOneRead(t *testing.T) {
+	e := newEnv(t, 1, Config{Name: "work", Mode: ModeKeyOrdered})
+	cl := &countingLog{Log: e.parts[0]}
+	e.parts[0] = cl
+	const keys = 50
+	var recs []batch.Record
+	for round := range 2 {
+		for k := range keys {
+			recs = append(recs, batch.Record{Timestamp: e.clk.now().UnixMilli(), Key: fmt.Appendf(nil, "k%d", k), Value: fmt.Appendf(nil, "k%d-%d", k, round)})
+		}
+	}
+	if _, err := cl.Append(e.ctx, batch.Append(nil, recs)); err != nil {
+		t.Fatal(err)
+	}
+	heads := e.fetch("w", 2*keys)
+	if len(heads) != keys {
+		t.Fatalf("first fetch: %d deliveries, want one per key (%d)", len(heads), keys)
+	}
+	for _, d := range heads {
+		e.ack(d)
+	}
+	before := cl.reads.Load()
+	next := e.fetch("w", 2*keys)
+	reads := cl.reads.Load() - before
+	var want []string
+	for k := range keys {
+		want = append(want, fmt.Sprintf("k%d-1", k))
+	}
+	if got := values(next); !slices.Equal(got, want) {
+		t.Fatalf("second fetch: %v", got)
+	}
+	if reads > 2 {
+		t.Fatalf("the %d released messages of one batch took %d reads of the log", keys, reads)
 	}
 }

@@ -42,6 +42,12 @@ type partState struct {
 
 	// cache is what dispatch read last, while it has more to hand out.
 	cache readCache
+	// pendCache is the batch that the last retry or held message was read
+	// from: released key_ordered messages and retries are often neighbours
+	// (the next message of many keys sits in one batch), and reading a whole
+	// batch again for each would cost that batch per message. Dropped when
+	// nothing is pending.
+	pendCache readCache
 }
 
 // readCache holds the verified batches that dispatch read last from a
