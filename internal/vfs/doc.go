@@ -14,6 +14,13 @@
 // engine is caught.
 //
 // The model keeps unsynced changes in order; a real disk may persist them in any
-// order, sector by sector. The engine does not rely on the order: it syncs before it
-// acknowledges, and its recovery checks every byte it keeps.
+// order, sector by sector. SetTearMode(TearSectors) models that for the torn write:
+// it keeps whole 512-byte sectors of it, aligned to the file offset, each one
+// written or not, so sector N+1 may survive without sector N. The engine does not
+// rely on the order: it syncs before it acknowledges, and its recovery checks every
+// byte it keeps.
+//
+// PowerCut is a Crash after which every operation fails until PowerOn, so that a
+// program still running when the test cuts the power cannot write into the world
+// the crash left.
 package vfs

@@ -54,17 +54,22 @@ func (n *memNode) change(op memOp) {
 }
 
 // crashed returns what a crash leaves of the file: the synced content with a
-// random prefix of the later changes applied, the last of them possibly torn. A
-// torn write keeps a prefix of its bytes; if it extended the file, the new size may
-// have reached the disk without the rest of its data, which then reads as zeros.
-// With rng nil it returns the synced content.
-func (n *memNode) crashed(rng *rand.Rand) []byte {
+// random prefix of the later changes applied, the last of them possibly torn. Under
+// TearPrefix a torn write keeps a prefix of its bytes; if it extended the file, the
+// new size may have reached the disk without the rest of its data, which then reads
+// as zeros. Under TearSectors see tearSectors. With rng nil it returns the synced
+// content.
+func (n *memNode) crashed(rng *rand.Rand, mode TearMode) []byte {
 	keep := bytes.Clone(n.synced)
 	if rng == nil || len(n.ops) == 0 {
 		return keep
 	}
 	k := rng.IntN(len(n.ops) + 1)
 	for i, op := range n.ops[:k] {
+		if i == k-1 && !op.trunc && mode == TearSectors {
+			keep = tearSectors(keep, op, rng)
+			continue
+		}
 		if i == k-1 && !op.trunc {
 			full := op.data
 			op.data = full[:rng.IntN(len(full)+1)]
@@ -80,11 +85,54 @@ func (n *memNode) crashed(rng *rand.Rand) []byte {
 	return keep
 }
 
+// SectorSize is the unit in which TearSectors tears a write: the sector of a disk,
+// which it writes whole or not at all.
+const SectorSize = 512
+
+// TearMode says how Crash tears the last change it keeps of a file.
+type TearMode int
+
+const (
+	// TearPrefix, the default, keeps a prefix of the torn write, cut at any byte.
+	TearPrefix TearMode = iota
+	// TearSectors keeps whole SectorSize sectors of the torn write, aligned to the
+	// file offset, each one written or not independently of the others: a disk
+	// may persist sector N+1 of a write without sector N.
+	TearSectors
+)
+
+// tearSectors returns b with op, a write, applied sector by sector: each piece of
+// op.data that falls in one SectorSize-aligned sector of the file is kept or not at
+// random. If the write extended the file, the new size may have reached the disk
+// even where its sectors did not; bytes never written then read as zeros.
+func tearSectors(b []byte, op memOp, rng *rand.Rand) []byte {
+	end := op.off + int64(len(op.data))
+	grow := func(n int64) {
+		if n > int64(len(b)) {
+			b = append(b, make([]byte, n-int64(len(b)))...)
+		}
+	}
+	for s := op.off; s < end; {
+		e := min((s/SectorSize+1)*SectorSize, end)
+		if rng.IntN(2) == 0 {
+			grow(e)
+			copy(b[s:e], op.data[s-op.off:e-op.off])
+		}
+		s = e
+	}
+	if rng.IntN(2) == 0 {
+		grow(end)
+	}
+	return b
+}
+
 // Mem is an in-memory FS that models durability; see the package documentation.
 // The zero value is not usable; call NewMem.
 type Mem struct {
 	mu      sync.Mutex
 	gen     int
+	tear    TearMode
+	down    bool // between PowerCut and PowerOn: every operation fails
 	live    map[string]*memNode
 	durable map[string]*memNode
 	syncErr error
@@ -104,6 +152,31 @@ func NewMem() *Mem {
 func (m *Mem) SetSyncError(err error) {
 	m.mu.Lock()
 	m.syncErr = err
+	m.mu.Unlock()
+}
+
+// SetTearMode sets how later crashes tear the last write they keep of a file.
+func (m *Mem) SetTearMode(mode TearMode) {
+	m.mu.Lock()
+	m.tear = mode
+	m.mu.Unlock()
+}
+
+// PowerCut is Crash followed by darkness: every operation, on old handles and on
+// the file system itself, fails with ErrCrashed until PowerOn. A test that cuts the
+// power under a running program uses it so that the program, which goes on running
+// until the test stops it, cannot write anything into the world after the crash.
+func (m *Mem) PowerCut(rng *rand.Rand) {
+	m.Crash(rng)
+	m.mu.Lock()
+	m.down = true
+	m.mu.Unlock()
+}
+
+// PowerOn ends a PowerCut: the file system holds what the crash kept.
+func (m *Mem) PowerOn() {
+	m.mu.Lock()
+	m.down = false
 	m.mu.Unlock()
 }
 
@@ -129,7 +202,7 @@ func (m *Mem) Crash(rng *rand.Rand) {
 			live[name] = n
 			continue
 		}
-		keep := n.crashed(rng)
+		keep := n.crashed(rng, m.tear)
 		c := &memNode{data: keep, synced: bytes.Clone(keep)}
 		live[name] = c
 	}
@@ -149,6 +222,11 @@ func (m *Mem) Crash(rng *rand.Rand) {
 	m.live, m.durable = live, durable
 }
 
+// downErr is the error of an operation on name while the power is cut.
+func (m *Mem) downErr(op, name string) error {
+	return &fs.PathError{Op: op, Path: name, Err: ErrCrashed}
+}
+
 func clean(name string) string { return filepath.Clean("/" + name) }
 
 func (m *Mem) parentOKLocked(name string) error {
@@ -164,6 +242,9 @@ func (m *Mem) Create(name string) (File, error) {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return nil, m.downErr("create", name)
+	}
 	if err := m.parentOKLocked(name); err != nil {
 		return nil, err
 	}
@@ -184,6 +265,9 @@ func (m *Mem) open(name string, write, appendOnly bool) (File, error) {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return nil, m.downErr("open", name)
+	}
 	n, ok := m.live[name]
 	if !ok || n.dir {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
@@ -205,6 +289,9 @@ func (m *Mem) ReadFile(name string) ([]byte, error) {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return nil, m.downErr("open", name)
+	}
 	n, ok := m.live[name]
 	if !ok || n.dir {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
@@ -217,6 +304,9 @@ func (m *Mem) Remove(name string) error {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return m.downErr("remove", name)
+	}
 	if _, ok := m.live[name]; !ok {
 		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
 	}
@@ -234,6 +324,9 @@ func (m *Mem) RemoveAll(name string) error {
 	name = clean(name)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return m.downErr("remove", name)
+	}
 	for k := range m.live {
 		if k == name || strings.HasPrefix(k, name+"/") {
 			delete(m.live, k)
@@ -247,6 +340,9 @@ func (m *Mem) Rename(oldname, newname string) error {
 	oldname, newname = clean(oldname), clean(newname)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return m.downErr("rename", oldname)
+	}
 	n, ok := m.live[oldname]
 	if !ok {
 		return &fs.PathError{Op: "rename", Path: oldname, Err: fs.ErrNotExist}
@@ -270,6 +366,9 @@ func (m *Mem) MkdirAll(dir string) error {
 	dir = clean(dir)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return m.downErr("mkdir", dir)
+	}
 	for p := dir; p != "/"; p = filepath.Dir(p) {
 		n, ok := m.live[p]
 		if ok && !n.dir {
@@ -287,6 +386,9 @@ func (m *Mem) ReadDir(dir string) ([]string, error) {
 	dir = clean(dir)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return nil, m.downErr("readdir", dir)
+	}
 	if n, ok := m.live[dir]; !ok || !n.dir {
 		return nil, &fs.PathError{Op: "readdir", Path: dir, Err: fs.ErrNotExist}
 	}
@@ -305,6 +407,9 @@ func (m *Mem) SyncDir(dir string) error {
 	dir = clean(dir)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down {
+		return m.downErr("syncdir", dir)
+	}
 	if m.syncErr != nil {
 		return m.syncErr
 	}
@@ -326,7 +431,7 @@ func (m *Mem) Exists(name string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.live[clean(name)]
-	return ok
+	return ok && !m.down
 }
 
 type memFile struct {
@@ -344,7 +449,7 @@ func (f *memFile) checkLocked() error {
 	if f.closed {
 		return fs.ErrClosed
 	}
-	if f.gen != f.m.gen {
+	if f.gen != f.m.gen || f.m.down {
 		return ErrCrashed
 	}
 	return nil
