@@ -158,7 +158,7 @@ func TestFsyncEIO(t *testing.T) {
 	if len(live) != len(acked) {
 		t.Errorf("the running server shows %d messages in the failed partition, %d were acknowledged", len(live), len(acked))
 	}
-	checkAcked(t, "running server", live, acked, outcomes)
+	checkAcked(t, "running server", live, 0, acked, outcomes)
 
 	// Crash and restart without strace: every acknowledged message survives.
 	s.kill()
@@ -167,7 +167,7 @@ func TestFsyncEIO(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after restart: %v\nserver output:\n%s", err, s.output())
 	}
-	extra := checkAcked(t, "after restart", recs, acked, outcomes)
+	extra := checkAcked(t, "after restart", recs, 0, acked, outcomes)
 	t.Logf("after restart: %d messages, all %d acknowledged ones intact; %d of the %d failed publishes were stored anyway",
 		len(recs), len(acked), extra, len(failed))
 	if bErr == nil {
@@ -224,10 +224,10 @@ func checkFailedErr(t *testing.T, what string, err error) {
 	}
 }
 
-// checkAcked checks that recs, read from partition 0 in order, hold every
-// acknowledged message at its offset with its body, and nothing that was not
-// published; it returns how many records are of publishes that failed.
-func checkAcked(t *testing.T, when string, recs []sluice.Record, acked map[string]published, all []published) (extra int) {
+// checkAcked checks that recs, read from partition in order, hold every
+// message acknowledged there at its offset with its body, and nothing that was
+// not published; it returns how many records are of publishes that failed.
+func checkAcked(t *testing.T, when string, recs []sluice.Record, partition int, acked map[string]published, all []published) (extra int) {
 	t.Helper()
 	sent := map[string][]byte{}
 	for _, p := range all {
@@ -246,8 +246,8 @@ func checkAcked(t *testing.T, when string, recs []sluice.Record, acked map[strin
 		case !bytes.Equal(r.Body, want):
 			bad = append(bad, fmt.Sprintf("offset %d: key %q has a wrong body (%d bytes)", r.Offset, key, len(r.Body)))
 		}
-		if p, isAcked := acked[key]; isAcked && p.pos.Offset != r.Offset {
-			bad = append(bad, fmt.Sprintf("key %q acknowledged at offset %d, stored at %d", key, p.pos.Offset, r.Offset))
+		if p, isAcked := acked[key]; isAcked && (p.pos.Partition != partition || p.pos.Offset != r.Offset) {
+			bad = append(bad, fmt.Sprintf("key %q acknowledged at %d/%d, stored at %d/%d", key, p.pos.Partition, p.pos.Offset, partition, r.Offset))
 		} else if !isAcked && ok && !seen[key] {
 			extra++
 		}
@@ -255,16 +255,16 @@ func checkAcked(t *testing.T, when string, recs []sluice.Record, acked map[strin
 	}
 	var lost []string
 	for key, p := range acked {
-		if !seen[key] {
+		if p.pos.Partition == partition && !seen[key] {
 			lost = append(lost, fmt.Sprintf("%s@%d", key, p.pos.Offset))
 		}
 	}
 	slices.Sort(lost)
 	if len(lost) > 0 {
-		t.Errorf("%s: %d acknowledged messages missing: %v", when, len(lost), lost[:min(len(lost), 20)])
+		t.Errorf("%s: partition %d: %d acknowledged messages missing: %v", when, partition, len(lost), lost[:min(len(lost), 20)])
 	}
 	if len(bad) > 0 {
-		t.Errorf("%s: %d bad records: %v", when, len(bad), bad[:min(len(bad), 20)])
+		t.Errorf("%s: partition %d: %d bad records: %v", when, partition, len(bad), bad[:min(len(bad), 20)])
 	}
 	return extra
 }
