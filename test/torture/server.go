@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// readyTimeout bounds how long a started server may take to answer /readyz.
+const readyTimeout = 60 * time.Second
+
+// serverProc is the sluice server run as a child process, restarted on the same
+// address and data directory after each kill.
+type serverProc struct {
+	bin, addr, data, logPath string
+	cmd                      *exec.Cmd
+	done                     chan struct{} // closed when cmd has exited
+}
+
+// start starts the server and waits until it is ready.
+func (s *serverProc) start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--data", s.data)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = childEnv()
+	setPdeathsig(cmd)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		res, err := hc.Get("http://" + s.addr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("server exited before it was ready (%s); log tail:\n%s", cmd.ProcessState, s.logTail())
+		case <-ctx.Done():
+			s.kill()
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.kill()
+			return fmt.Errorf("server not ready after %v; log tail:\n%s", readyTimeout, s.logTail())
+		}
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (s *serverProc) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.done
+	s.cmd = nil
+}
+
+// stop asks the server to shut down (SIGTERM) and waits, killing it after
+// grace.
+func (s *serverProc) stop(grace time.Duration) error {
+	if s.cmd == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		ok := s.cmd.ProcessState.Success()
+		state := s.cmd.ProcessState.String()
+		s.cmd = nil
+		if !ok {
+			return fmt.Errorf("server shutdown: %s; log tail:\n%s", state, s.logTail())
+		}
+		return nil
+	case <-time.After(grace):
+		s.kill()
+		return fmt.Errorf("server did not stop within %v of SIGTERM", grace)
+	}
+}
+
+// exited reports whether the server died on its own.
+func (s *serverProc) exited() bool {
+	if s.cmd == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logTail returns the last lines of the server's log.
+func (s *serverProc) logTail() string {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// childEnv is the environment without the SLUICE_ variables that would
+// configure the server behind the flags' back.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SLUICE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}
+
+// findRoot returns the module root: the nearest directory from dir upwards
+// whose go.mod declares github.com/sluicemq/sluice.
+func findRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if f, err := os.Open(filepath.Join(d, "go.mod")); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if strings.TrimSpace(sc.Text()) == "module github.com/sluicemq/sluice" {
+					f.Close()
+					return d, nil
+				}
+			}
+			f.Close()
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod of github.com/sluicemq/sluice in %s or above it (use --root or --server-bin)", dir)
+		}
+	}
+}
+
+// goTool returns the go command: the one on PATH, else the one of the
+// toolchain that built this program.
+func goTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		return "", errors.New("no go command on PATH or in GOROOT")
+	}
+	return p, nil
+}
+
+// buildServer builds cmd/sluice of the module at root into dir.
+func buildServer(ctx context.Context, root, dir string) (string, error) {
+	gobin, err := goTool()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "sluice")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, "./cmd/sluice")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, b)
+	}
+	return out, nil
+}

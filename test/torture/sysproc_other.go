@@ -1,0 +1,9 @@
+//go:build !linux
+
+package main
+
+import "os/exec"
+
+// setPdeathsig does nothing where the kernel cannot kill a child when its
+// parent dies.
+func setPdeathsig(cmd *exec.Cmd) {}
