@@ -9,13 +9,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/internal/batch"
 )
 
 // published is the outcome of one publish as its caller saw it.
@@ -27,34 +30,37 @@ type published struct {
 	start, end time.Time
 }
 
-// eioAfter is how many fdatasyncs of the publishing phase succeed before the
-// one that fails: enough for some groups to be acknowledged first.
-const eioAfter = 30
+// eioAt is the fdatasync of the stream's segment, counted per thread (strace
+// counts per tracee), that fails: late enough for several groups to be
+// acknowledged first.
+const eioAt = 10
 
-// TestFsyncEIO makes exactly one fdatasync fail with EIO while many publishers
-// wait on the partition's group commit. Only that one call fails (strace's
-// when=N, not N+): every later sync would succeed, so a partition that went on
-// writing after the failure would acknowledge publishes, and the test sees it.
-// Fail stop means: no publish waiting on the failed sync is acknowledged, no
-// publish made after the first error is either, every error names the failure,
-// other streams and calls keep working, and after a restart every acknowledged
+// TestFsyncEIO makes one fdatasync of a partition's segment fail with EIO
+// while many publishers wait on the partition's group commit. Only that one
+// call fails (strace's when=N, not N+, and -P limits the injection to that
+// file): every later sync would succeed, so a partition that went on writing
+// after the failure would acknowledge publishes, and the test sees it. Fail
+// stop means: no publish waiting on the failed sync is acknowledged, no publish
+// made after the first error is either, every error names the failure, other
+// streams and calls keep working, and after a restart every acknowledged
 // message is stored with its body.
 func TestFsyncEIO(t *testing.T) {
 	strace := needStrace(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 
-	// The broker's own syncs before publishing (start-up, creating the two
-	// streams) are counted on a run that injects nothing, so that the failure
-	// lands in the publishing phase whatever start-up syncs.
-	before := countSetupSyncs(t, strace)
-	n := before + eioAfter
-	t.Logf("set-up makes %d fdatasyncs; fdatasync number %d fails with EIO", before, n)
-
-	dir := t.TempDir()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	seg := filepath.Join(data, "streams", "a", "0", "00000000000000000000.log")
 	trace := filepath.Join(t.TempDir(), "strace.out")
-	s := startServer(t, filepath.Join(dir, "data"), strace, "-f", "--seccomp-bpf", "-o", trace,
-		"-e", "trace=fdatasync", "-e", fmt.Sprintf("inject=fdatasync:error=EIO:when=%d", n))
+	// -P traces (and injects into) the calls on the segment file only; -y
+	// names the file of each descriptor; -s 0 leaves the written bytes out.
+	s := startServer(t, data, strace, "-f", "--seccomp-bpf", "-y", "-s", "0", "-o", trace,
+		"-P", seg, "-e", "signal=none", "-e", "trace=fdatasync,pwrite64",
+		"-e", fmt.Sprintf("inject=fdatasync:error=EIO:when=%d", eioAt))
 	createStreams(ctx, t, s)
 
 	// Publish from many goroutines at once, one message a call, until each
@@ -100,8 +106,9 @@ func TestFsyncEIO(t *testing.T) {
 	if len(acked) == 0 {
 		t.Fatalf("no publish was acknowledged before the EIO; first error: %v", failed[0].err)
 	}
-	if got := strings.Count(readFile(t, trace), "(INJECTED)"); got != 1 {
-		t.Errorf("strace injected %d failures, want 1", got)
+	injected, waitedOn := parseTrace(t, readFile(t, trace))
+	if injected != 1 {
+		t.Errorf("strace injected %d failures, want 1", injected)
 	}
 
 	// Every error says what happened: the partition failed on an I/O error,
@@ -117,11 +124,15 @@ func TestFsyncEIO(t *testing.T) {
 			firstErr = p.end
 		}
 	}
+	var late []string
 	for _, p := range acked {
 		if p.start.After(firstErr) {
-			t.Errorf("publish %s started %v after the first error and was acknowledged at %d/%d",
-				p.key, p.start.Sub(firstErr), p.pos.Partition, p.pos.Offset)
+			late = append(late, fmt.Sprintf("%s (started %v after, acknowledged at %d)", p.key, p.start.Sub(firstErr), p.pos.Offset))
 		}
+	}
+	if len(late) > 0 {
+		slices.Sort(late)
+		t.Errorf("%d publishes started after the first error and were acknowledged: %v", len(late), late[:min(len(late), 10)])
 	}
 
 	// The server keeps running and serving: health, the stream list, reads of
@@ -162,14 +173,36 @@ func TestFsyncEIO(t *testing.T) {
 
 	// Crash and restart without strace: every acknowledged message survives.
 	s.kill()
+	// The messages whose batches the failed sync was to make durable were
+	// waiting on it: none of them may have been acknowledged.
+	waiting := offsetsIn(t, readFileBytes(t, seg), waitedOn)
+	ackedAt := map[int64]string{}
+	for _, p := range acked {
+		ackedAt[p.pos.Offset] = p.key
+	}
+	for _, off := range waiting {
+		if key, ok := ackedAt[off]; ok {
+			t.Errorf("publish %s at offset %d waited on the failed fdatasync and was acknowledged", key, off)
+		}
+	}
+	if len(waiting) == 0 {
+		t.Logf("the failed fdatasync covered no message (writes %v): it synced a zero-fill", waitedOn)
+	} else {
+		t.Logf("%d publishes waited on the failed fdatasync (offsets %d-%d)", len(waiting), waiting[0], waiting[len(waiting)-1])
+	}
 	s = startServer(t, filepath.Join(dir, "data"))
 	recs, err := readAll(ctx, s.c, "a", 0)
 	if err != nil {
 		t.Fatalf("after restart: %v\nserver output:\n%s", err, s.output())
 	}
 	extra := checkAcked(t, "after restart", recs, 0, acked, outcomes)
-	t.Logf("after restart: %d messages, all %d acknowledged ones intact; %d of the %d failed publishes were stored anyway",
+	t.Logf("after restart: %d messages (%d publishes were acknowledged); %d of the %d failed publishes were stored anyway",
 		len(recs), len(acked), extra, len(failed))
+	// Fail stop means no write after the failed sync either: what was stored
+	// of the failed publishes is what was waiting on it.
+	if extra != len(waiting) {
+		t.Errorf("after restart: %d failed publishes are stored, but %d were written before the failed sync and nothing after it", extra, len(waiting))
+	}
 	if bErr == nil {
 		brecs, err := readAll(ctx, s.c, "b", bpos.Partition)
 		if err != nil || len(brecs) == 0 || !bytes.Equal(brecs[len(brecs)-1].Body, other) {
@@ -179,22 +212,6 @@ func TestFsyncEIO(t *testing.T) {
 	if _, err := s.c.Publish(ctx, "a", sluice.Message{Body: []byte("recovered")}); err != nil {
 		t.Errorf("publish to stream a after restart: %v", err)
 	}
-}
-
-// countSetupSyncs runs what the test does before publishing under strace,
-// injecting nothing, and counts the fdatasyncs.
-func countSetupSyncs(t *testing.T, strace string) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	trace := filepath.Join(t.TempDir(), "strace.out")
-	s := startServer(t, filepath.Join(t.TempDir(), "data"), strace, "-f", "--seccomp-bpf", "-o", trace, "-e", "trace=fdatasync")
-	createStreams(ctx, t, s)
-	// strace writes a call's line when the call returns, before the broker
-	// goes on: every sync of the set-up is in the file now.
-	n := strings.Count(readFile(t, trace), "fdatasync(")
-	s.kill()
-	return n
 }
 
 func createStreams(ctx context.Context, t *testing.T, s *server) {
@@ -208,11 +225,92 @@ func createStreams(ctx context.Context, t *testing.T, s *server) {
 
 func readFile(t *testing.T, path string) string {
 	t.Helper()
+	return string(readFileBytes(t, path))
+}
+
+func readFileBytes(t *testing.T, path string) []byte {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	return b
+}
+
+// span is a byte range [from, to) of a file.
+type span struct{ from, to int64 }
+
+var (
+	pwriteRe    = regexp.MustCompile(`^pwrite64\(\d+<[^>]*>, "[^"]*"(?:\.\.\.)?, (\d+), (\d+)\) += (-?\d+)`)
+	fdatasyncRe = regexp.MustCompile(`^fdatasync\(\d+<[^>]*>\) += (.*)$`)
+)
+
+// parseTrace reads strace's output (-f -y, the segment's pwrite64 and
+// fdatasync calls only): how many fdatasyncs failed by injection, and the
+// ranges written since the sync before the first of them, which that sync was
+// to make durable.
+func parseTrace(t *testing.T, out string) (injected int, waitedOn []span) {
+	t.Helper()
+	var pending []span
+	unfinished := map[string]string{} // by thread id: the call's first half
+	for line := range strings.Lines(out) {
+		line = strings.TrimSpace(line)
+		tid, call, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		call = strings.TrimSpace(call)
+		if head, ok := strings.CutSuffix(call, " <unfinished ...>"); ok {
+			unfinished[tid] = head
+			continue
+		}
+		if strings.HasPrefix(call, "<... ") {
+			_, rest, _ := strings.Cut(call, " resumed>")
+			call = unfinished[tid] + rest
+			delete(unfinished, tid)
+		}
+		if m := pwriteRe.FindStringSubmatch(call); m != nil {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			pos, _ := strconv.ParseInt(m[2], 10, 64)
+			pending = append(pending, span{pos, pos + n})
+			continue
+		}
+		if m := fdatasyncRe.FindStringSubmatch(call); m != nil {
+			if strings.Contains(m[1], "(INJECTED)") {
+				if injected++; injected == 1 {
+					waitedOn = pending
+				}
+			}
+			pending = nil
+			continue
+		}
+		if call != "" && !strings.HasPrefix(call, "+++") {
+			t.Errorf("strace output: unexpected line %q", line)
+		}
+	}
+	return injected, waitedOn
+}
+
+// offsetsIn walks the record batches of a segment file and returns the
+// offsets of the messages in batches that start inside one of spans.
+func offsetsIn(t *testing.T, file []byte, spans []span) []int64 {
+	t.Helper()
+	var offs []int64
+	for pos := int64(0); pos < int64(len(file)); {
+		h, err := batch.ParseHeader(file[pos:])
+		if err != nil {
+			break // the zeros after the data
+		}
+		for _, sp := range spans {
+			if pos >= sp.from && pos < sp.to {
+				for off := h.BaseOffset; off < h.NextOffset(); off++ {
+					offs = append(offs, off)
+				}
+			}
+		}
+		pos += int64(h.Size())
+	}
+	return offs
 }
 
 // checkFailedErr checks that err is a fail-stop error caused by EIO.
