@@ -162,6 +162,19 @@ func (p *Proxy) Clear() {
 	p.update(Both, func(f *faults) { *f = faults{} })
 }
 
+// HoldOpen blackholes, both ways and for good, the connections open now,
+// while new connections pass: a connection that went silent without a reset
+// (a NAT or load balancer that forgot it), which only the client's own
+// health checks can detect.
+func (p *Proxy) HoldOpen() {
+	p.mu.Lock()
+	for l := range p.links {
+		l.held.Store(true)
+	}
+	p.mu.Unlock()
+	p.update(0, func(*faults) {})
+}
+
 // ResetAll resets every open connection, both sides, with RST.
 func (p *Proxy) ResetAll() {
 	p.mu.Lock()
@@ -264,6 +277,8 @@ type link struct {
 	// writers counts the directions still writing; the last to finish
 	// closes the link.
 	writers atomic.Int32
+	// held blackholes the link for good (HoldOpen).
+	held atomic.Bool
 }
 
 func (l *link) reset() {
@@ -376,7 +391,7 @@ func (l *link) write(i int, c net.Conn, q <-chan chunk) {
 		data := ch.data
 		for len(data) > 0 {
 			load()
-			if f.blackhole {
+			if f.blackhole || l.held.Load() {
 				select {
 				case <-change:
 					continue

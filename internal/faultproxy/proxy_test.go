@@ -262,3 +262,27 @@ func TestHalfClose(t *testing.T) {
 		t.Fatalf("after half-close: %q, %v; want %q then EOF", got, err, msg)
 	}
 }
+
+func TestHoldOpen(t *testing.T) {
+	p, c := setup(t)
+	p.HoldOpen()
+	var ne net.Error
+	if got, _, err := roundTrip(c, []byte("x"), 200*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("held connection: %q, %v; want a read timeout", got, err)
+	}
+	c2, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if got, _, err := roundTrip(c2, []byte("y"), 10*time.Second); err != nil || string(got) != "y" {
+		t.Fatalf("new connection after HoldOpen: %q, %v", got, err)
+	}
+	p.Clear()
+	if got, _, err := roundTrip(c, nil, 0); err != nil || len(got) != 0 {
+		t.Fatalf("%q, %v", got, err)
+	}
+	if s := p.Stats(); s.Open != 2 {
+		t.Fatalf("stats %+v; want both connections open", s)
+	}
+}
