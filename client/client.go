@@ -6,12 +6,19 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
 	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
+)
+
+// Health checks of the client's own HTTP/2 connections.
+const (
+	healthPingAfter   = 5 * time.Second
+	healthPingTimeout = 5 * time.Second
 )
 
 // Client is a sluice.Client that talks to a server. It is safe for concurrent
@@ -63,7 +70,13 @@ func Dial(addr string, opts ...Option) (*Client, error) {
 	c := &Client{opts: o, hc: o.httpClient, batchers: map[string]*batcher{}}
 	if c.hc == nil {
 		var p http.Protocols
-		tr := &http.Transport{Protocols: &p}
+		// Ping a connection that has been silent for healthPingAfter and
+		// close it when no answer comes in healthPingTimeout: a connection
+		// that went silent without a reset (a NAT or load balancer that
+		// forgot it) otherwise keeps every call and stream on it hanging
+		// until the kernel gives up on it, minutes later.
+		tr := &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{
+			SendPingTimeout: healthPingAfter, PingTimeout: healthPingTimeout}}
 		if o.tls != nil {
 			p.SetHTTP2(true)
 			tr.TLSClientConfig = o.tls.Clone()
