@@ -61,6 +61,9 @@ var phases = []phase{
 		p.SetBlackhole(faultproxy.Downstream, true)
 		time.AfterFunc(*phaseLen*2/3, p.ResetAll)
 	}},
+	// The connections open now go silent for good, new ones pass: only the
+	// client's own health checks can tell it to reconnect.
+	{"stale-connections", func(p *faultproxy.Proxy) { p.HoldOpen() }},
 	{"latency+slicer+resets", func(p *faultproxy.Proxy) {
 		p.SetLatency(faultproxy.Upstream, 20*time.Millisecond, 20*time.Millisecond)
 		p.SetSlicer(faultproxy.Downstream, 256, 500*time.Microsecond)
