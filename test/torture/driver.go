@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
+	"github.com/sluicemq/sluice/test/torture/childserver"
 )
 
 // Config is what a torture run does. Zero fields take their defaults.
@@ -95,12 +96,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if bin == "" {
 		root := cfg.Root
 		if root == "" {
-			if root, err = findRoot("."); err != nil {
+			if root, err = childserver.FindRoot("."); err != nil {
 				return nil, err
 			}
 		}
 		logf("building cmd/sluice in %s", root)
-		if bin, err = buildServer(ctx, root, tmp); err != nil {
+		if bin, err = childserver.Build(ctx, root, tmp); err != nil {
 			return nil, err
 		}
 	}
@@ -110,15 +111,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	} else if ents, err := os.ReadDir(data); err == nil && len(ents) > 0 {
 		return nil, fmt.Errorf("data directory %s is not empty", data)
 	}
-	addr, err := freeAddr()
+	addr, err := childserver.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	srv := &serverProc{bin: bin, addr: addr, data: data, logPath: filepath.Join(tmp, "server.log")}
-	if err := srv.start(ctx); err != nil {
+	srv := &childserver.Server{Bin: bin, Addr: addr, Data: data, LogPath: filepath.Join(tmp, "server.log")}
+	if err := srv.Start(ctx); err != nil {
 		return nil, err
 	}
-	defer srv.kill()
+	defer srv.Kill()
 	logf("server on %s, data %s, seed %d", addr, data, cfg.Seed)
 
 	rep, err := runWorkload(ctx, cfg, srv, logf)
@@ -130,8 +131,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // runWorkload is Run once the server is up.
-func runWorkload(ctx context.Context, cfg Config, srv *serverProc, logf func(string, ...any)) (*Report, error) {
-	dial := func() (*client.Client, error) { return client.Dial(srv.addr) }
+func runWorkload(ctx context.Context, cfg Config, srv *childserver.Server, logf func(string, ...any)) (*Report, error) {
+	dial := func() (*client.Client, error) { return client.Dial(srv.Addr) }
 	admin, err := dial()
 	if err != nil {
 		return nil, err
@@ -240,12 +241,12 @@ func runWorkload(ctx context.Context, cfg Config, srv *serverProc, logf func(str
 		if !killPhase {
 			break
 		}
-		if srv.exited() {
-			return nil, fmt.Errorf("server died on its own; log tail:\n%s", srv.logTail())
+		if srv.Exited() {
+			return nil, fmt.Errorf("server died on its own; log tail:\n%s", srv.LogTail())
 		}
-		srv.kill()
+		srv.Kill()
 		killCount++
-		if err := srv.start(runCtx); err != nil {
+		if err := srv.Start(runCtx); err != nil {
 			return nil, fmt.Errorf("restart after kill %d: %w", killCount, err)
 		}
 	}
@@ -264,10 +265,10 @@ func runWorkload(ctx context.Context, cfg Config, srv *serverProc, logf func(str
 	}
 
 	// The clean restart, then the drain.
-	if err := srv.stop(30 * time.Second); err != nil {
+	if err := srv.Stop(30 * time.Second); err != nil {
 		return nil, err
 	}
-	if err := srv.start(runCtx); err != nil {
+	if err := srv.Start(runCtx); err != nil {
 		return nil, fmt.Errorf("clean restart: %w", err)
 	}
 	report("restarted cleanly")
@@ -290,8 +291,8 @@ func runWorkload(ctx context.Context, cfg Config, srv *serverProc, logf func(str
 	rep := chk.Finish(dead)
 	rep.Kills = killCount
 	rep.Undrained = undrained
-	if srv.exited() {
-		return &rep, fmt.Errorf("server died on its own; log tail:\n%s", srv.logTail())
+	if srv.Exited() {
+		return &rep, fmt.Errorf("server died on its own; log tail:\n%s", srv.LogTail())
 	}
 	return &rep, nil
 }

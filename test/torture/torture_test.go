@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/sluicemq/sluice/test/torture/childserver"
 )
 
 // TestTortureShort is the CI version of the torture: about 25 s of kill -9
@@ -13,7 +15,7 @@ func TestTortureShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the torture runs for about 40 s; skipped with -short")
 	}
-	if _, err := goTool(); err != nil {
+	if _, err := childserver.GoTool(); err != nil {
 		t.Skipf("building the server needs the go command: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

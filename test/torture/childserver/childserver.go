@@ -1,4 +1,8 @@
-package main
+// Package childserver runs the sluice server as a child process for the
+// reliability suite: built from the module once, started on a fixed
+// address and data directory, killed (SIGKILL), stopped (SIGTERM) and started
+// again.
+package childserver
 
 import (
 	"bufio"
@@ -20,21 +24,25 @@ import (
 // readyTimeout bounds how long a started server may take to answer /readyz.
 const readyTimeout = 60 * time.Second
 
-// serverProc is the sluice server run as a child process, restarted on the same
+// Server is the sluice server run as a child process, restarted on the same
 // address and data directory after each kill.
-type serverProc struct {
-	bin, addr, data, logPath string
-	cmd                      *exec.Cmd
-	done                     chan struct{} // closed when cmd has exited
+type Server struct {
+	// Bin is the sluice binary, Addr the address to listen on, Data the data
+	// directory and LogPath the file that receives the server's output
+	// (appended to across restarts).
+	Bin, Addr, Data, LogPath string
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
 }
 
-// start starts the server and waits until it is ready.
-func (s *serverProc) start(ctx context.Context) error {
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// Start starts the server and waits until it answers /readyz.
+func (s *Server) Start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "serve", "--listen", s.addr, "--data", s.data)
+	cmd := exec.Command(s.Bin, "serve", "--listen", s.Addr, "--data", s.Data)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = childEnv()
 	setPdeathsig(cmd)
@@ -52,7 +60,7 @@ func (s *serverProc) start(ctx context.Context) error {
 	hc := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		res, err := hc.Get("http://" + s.addr + "/readyz")
+		res, err := hc.Get("http://" + s.Addr + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
@@ -61,21 +69,21 @@ func (s *serverProc) start(ctx context.Context) error {
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("server exited before it was ready (%s); log tail:\n%s", cmd.ProcessState, s.logTail())
+			return fmt.Errorf("server exited before it was ready (%s); log tail:\n%s", cmd.ProcessState, s.LogTail())
 		case <-ctx.Done():
-			s.kill()
+			s.Kill()
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.kill()
-			return fmt.Errorf("server not ready after %v; log tail:\n%s", readyTimeout, s.logTail())
+			s.Kill()
+			return fmt.Errorf("server not ready after %v; log tail:\n%s", readyTimeout, s.LogTail())
 		}
 	}
 }
 
-// kill sends SIGKILL and waits for the process to be gone.
-func (s *serverProc) kill() {
+// Kill sends SIGKILL and waits for the process to be gone.
+func (s *Server) Kill() {
 	if s.cmd == nil {
 		return
 	}
@@ -84,9 +92,9 @@ func (s *serverProc) kill() {
 	s.cmd = nil
 }
 
-// stop asks the server to shut down (SIGTERM) and waits, killing it after
+// Stop asks the server to shut down (SIGTERM) and waits, killing it after
 // grace.
-func (s *serverProc) stop(grace time.Duration) error {
+func (s *Server) Stop(grace time.Duration) error {
 	if s.cmd == nil {
 		return nil
 	}
@@ -97,17 +105,17 @@ func (s *serverProc) stop(grace time.Duration) error {
 		state := s.cmd.ProcessState.String()
 		s.cmd = nil
 		if !ok {
-			return fmt.Errorf("server shutdown: %s; log tail:\n%s", state, s.logTail())
+			return fmt.Errorf("server shutdown: %s; log tail:\n%s", state, s.LogTail())
 		}
 		return nil
 	case <-time.After(grace):
-		s.kill()
+		s.Kill()
 		return fmt.Errorf("server did not stop within %v of SIGTERM", grace)
 	}
 }
 
-// exited reports whether the server died on its own.
-func (s *serverProc) exited() bool {
+// Exited reports whether the server died on its own.
+func (s *Server) Exited() bool {
 	if s.cmd == nil {
 		return false
 	}
@@ -119,9 +127,9 @@ func (s *serverProc) exited() bool {
 	}
 }
 
-// logTail returns the last lines of the server's log.
-func (s *serverProc) logTail() string {
-	b, err := os.ReadFile(s.logPath)
+// LogTail returns the last lines of the server's log.
+func (s *Server) LogTail() string {
+	b, err := os.ReadFile(s.LogPath)
 	if err != nil {
 		return err.Error()
 	}
@@ -144,8 +152,8 @@ func childEnv() []string {
 	return env
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
-func freeAddr() (string, error) {
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -154,9 +162,9 @@ func freeAddr() (string, error) {
 	return addr, l.Close()
 }
 
-// findRoot returns the module root: the nearest directory from dir upwards
+// FindRoot returns the module root: the nearest directory from dir upwards
 // whose go.mod declares github.com/sluicemq/sluice.
-func findRoot(dir string) (string, error) {
+func FindRoot(dir string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
@@ -178,9 +186,9 @@ func findRoot(dir string) (string, error) {
 	}
 }
 
-// goTool returns the go command: the one on PATH, else the one of the
+// GoTool returns the go command: the one on PATH, else the one of the
 // toolchain that built this program.
-func goTool() (string, error) {
+func GoTool() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
@@ -191,9 +199,9 @@ func goTool() (string, error) {
 	return p, nil
 }
 
-// buildServer builds cmd/sluice of the module at root into dir.
-func buildServer(ctx context.Context, root, dir string) (string, error) {
-	gobin, err := goTool()
+// Build builds cmd/sluice of the module at root into dir.
+func Build(ctx context.Context, root, dir string) (string, error) {
+	gobin, err := GoTool()
 	if err != nil {
 		return "", err
 	}

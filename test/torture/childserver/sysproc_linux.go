@@ -1,4 +1,4 @@
-package main
+package childserver
 
 import (
 	"os/exec"
