@@ -48,9 +48,11 @@ type msgInfo struct {
 
 // subMsg is one message as one subscription delivered it.
 type subMsg struct {
-	n       uint16 // deliveries received (saturating)
-	pending uint8  // acks started and not answered (saturating)
-	flags   uint8
+	n        uint16 // deliveries received (saturating)
+	pending  uint8  // acks started and not answered (saturating)
+	flags    uint8
+	ackBy    uint8 // the consumer whose Ack set ackOK
+	ackEpoch uint8 // the server's start count (mod 256) when that Ack was answered
 }
 
 // partTrack follows the first deliveries of one partition on a partitioned
@@ -101,7 +103,15 @@ type Checker struct {
 	offsets       [][]int32            // [partition][offset] -> msg+1 (0: unknown)
 	parts         map[int][]*partTrack // [sub][partition], partitioned subscriptions
 	cands         map[orderCand]bool
+	epoch         int // server starts so far, for the violation details
 	r             Report
+}
+
+// SetEpoch records how many times the server was started so far.
+func (c *Checker) SetEpoch(n int) {
+	c.mu.Lock()
+	c.epoch = n
+	c.mu.Unlock()
 }
 
 // subSpec names a subscription and what the checker verifies on it.
@@ -201,10 +211,10 @@ type Delivery struct {
 	Body       []byte
 }
 
-// Delivered records deliveries received by a consumer of subscription sub
+// Delivered records deliveries received by consumer con of subscription sub
 // and returns, for each, the message id (-1 for a body the driver did not
 // write) and whether it is poison.
-func (c *Checker) Delivered(sub int, ds []Delivery) (ids []int64, poison []bool) {
+func (c *Checker) Delivered(sub, con int, ds []Delivery) (ids []int64, poison []bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ids = make([]int64, len(ds))
@@ -218,12 +228,12 @@ func (c *Checker) Delivered(sub int, ds []Delivery) (ids []int64, poison []bool)
 			continue
 		}
 		ids[i], poison[i] = id, c.msgs[id].poison
-		c.deliveredLocked(sub, id, d)
+		c.deliveredLocked(sub, con, id, d)
 	}
 	return ids, poison
 }
 
-func (c *Checker) deliveredLocked(sub int, id int64, d Delivery) {
+func (c *Checker) deliveredLocked(sub, con int, id int64, d Delivery) {
 	name := c.subs[sub].name
 	c.placeLocked(id, d.Partition, d.Offset, name)
 	m := &c.msgs[id]
@@ -231,7 +241,8 @@ func (c *Checker) deliveredLocked(sub int, id int64, d Delivery) {
 	c.r.Deliveries++
 	if s.flags&ackOK != 0 {
 		c.r.AckedRedelivered++
-		c.r.detail(&c.r.AckedRedeliveredDetails, fmt.Sprintf("%s: message %d at %d/%d delivered again (delivery %d) after an Ack within its lease returned nil", name, id, d.Partition, d.Offset, d.Deliveries))
+		c.r.detail(&c.r.AckedRedeliveredDetails, fmt.Sprintf("%s: message %d at %d/%d delivered again (delivery %d, to consumer %d, server start %d) after an Ack within its lease returned nil (consumer %d, server start %d)",
+			name, id, d.Partition, d.Offset, d.Deliveries, con, c.epoch, s.ackBy, s.ackEpoch))
 	}
 	if d.Deliveries > c.maxDeliveries || d.Deliveries < 1 {
 		c.r.OverLimit++
@@ -316,9 +327,9 @@ func (c *Checker) AckStarted(sub int, ids []int64) {
 	}
 }
 
-// AckDone records the answer to an Ack of message id on sub; inLease says it
-// was sent before the delivery's lease deadline.
-func (c *Checker) AckDone(sub int, id int64, inLease bool, err error) {
+// AckDone records the answer to an Ack of message id by consumer con of sub;
+// inLease says it was sent before the delivery's lease deadline.
+func (c *Checker) AckDone(sub, con int, id int64, inLease bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := &c.state[sub][id]
@@ -328,6 +339,7 @@ func (c *Checker) AckDone(sub int, id int64, inLease bool, err error) {
 	switch {
 	case err == nil && inLease:
 		s.flags |= ackOK
+		s.ackBy, s.ackEpoch = uint8(con), uint8(c.epoch)
 	case err == nil, ackUnknown(err):
 		s.flags |= ackMaybe
 	case errors.Is(err, sluice.ErrStaleLease):

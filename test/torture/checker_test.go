@@ -39,13 +39,13 @@ func publish(c *Checker, next map[int]int64, key int32, part, n int) []int64 {
 func deliver(t *testing.T, c *Checker, sub int, id int64, no int, ack bool) {
 	t.Helper()
 	m := c.msgs[id]
-	ids, _ := c.Delivered(sub, []Delivery{{Partition: int(m.part), Offset: m.off, Deliveries: no, Body: body(id)}})
+	ids, _ := c.Delivered(sub, 0, []Delivery{{Partition: int(m.part), Offset: m.off, Deliveries: no, Body: body(id)}})
 	if ids[0] != id {
 		t.Fatalf("delivered id %d, want %d", ids[0], id)
 	}
 	if ack {
 		c.AckStarted(sub, []int64{id})
-		c.AckDone(sub, id, true, nil)
+		c.AckDone(sub, 0, id, true, nil)
 	}
 }
 
@@ -73,7 +73,7 @@ func TestCheckerPassesSoundHistory(t *testing.T) {
 	for sub := range 3 {
 		deliver(t, c, sub, id, 1, false)
 		c.AckStarted(sub, []int64{id})
-		c.AckDone(sub, id, true, fmt.Errorf("stream broke: %w", sluice.ErrUnavailable))
+		c.AckDone(sub, 0, id, true, fmt.Errorf("stream broke: %w", sluice.ErrUnavailable))
 		deliver(t, c, sub, id, 2, true)
 	}
 	r := c.Finish(make([][]sluice.DeadLetter, 3))
@@ -125,7 +125,7 @@ func TestCheckerDetectsAckedThenRedelivered(t *testing.T) {
 	ids = publish(c, map[int]int64{}, -1, 0, 1)
 	deliver(t, c, tQueue, ids[0], 1, false)
 	c.AckStarted(tQueue, ids)
-	c.AckDone(tQueue, ids[0], false, nil)
+	c.AckDone(tQueue, 0, ids[0], false, nil)
 	deliver(t, c, tQueue, ids[0], 2, true)
 	if r := c.Finish(make([][]sluice.DeadLetter, 3)); r.AckedRedelivered != 0 {
 		t.Fatalf("late ack: acked_redelivered=%d, want 0", r.AckedRedelivered)
@@ -152,20 +152,20 @@ func TestCheckerDetectsKeyOrderViolation(t *testing.T) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, ids[0], true, nil)
+			c.AckDone(tKeyed, 0, ids[0], true, nil)
 			deliver(t, c, tKeyed, ids[2], 1, true)
 		}, true},
 		{"second while first's ack in flight", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
 			deliver(t, c, tKeyed, ids[1], 1, true)
-			c.AckDone(tKeyed, ids[0], true, nil)
+			c.AckDone(tKeyed, 0, ids[0], true, nil)
 			deliver(t, c, tKeyed, ids[2], 1, true)
 		}, false},
 		{"first redelivered after a stale ack", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
+			c.AckDone(tKeyed, 0, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
 			deliver(t, c, tKeyed, ids[0], 2, true)
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			deliver(t, c, tKeyed, ids[2], 1, true)
@@ -173,7 +173,7 @@ func TestCheckerDetectsKeyOrderViolation(t *testing.T) {
 		{"second after a stale ack of the first", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
+			c.AckDone(tKeyed, 0, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			deliver(t, c, tKeyed, ids[0], 2, true)
 			deliver(t, c, tKeyed, ids[2], 1, true)
@@ -251,7 +251,7 @@ func TestCheckerDeadLetters(t *testing.T) {
 		c.Published(id, sluice.Position{Partition: 0, Offset: 0})
 		for sub := range 3 {
 			for no := 1; no <= 3; no++ {
-				c.Delivered(sub, []Delivery{{Partition: 0, Offset: 0, Deliveries: no, Body: body(id)}})
+				c.Delivered(sub, 0, []Delivery{{Partition: 0, Offset: 0, Deliveries: no, Body: body(id)}})
 			}
 		}
 		return c, id
@@ -272,7 +272,7 @@ func TestCheckerDeadLetters(t *testing.T) {
 		t.Fatalf("poison not dead-lettered: missing=%d: %v", r.DeadLetterMissing, r.Details())
 	}
 	c, id = setup()
-	c.Delivered(tQueue, []Delivery{{Partition: 0, Offset: 0, Deliveries: 4, Body: body(id)}})
+	c.Delivered(tQueue, 0, []Delivery{{Partition: 0, Offset: 0, Deliveries: 4, Body: body(id)}})
 	r = c.Finish([][]sluice.DeadLetter{{mk(c, id, 3)}, {mk(c, id, 3)}, {mk(c, id, 3)}})
 	if r.OverLimit != 1 || !r.Failed() {
 		t.Fatalf("fourth delivery of three: over_limit=%d: %v", r.OverLimit, r.Details())
@@ -282,8 +282,8 @@ func TestCheckerDeadLetters(t *testing.T) {
 func TestCheckerDetectsIntegrityViolations(t *testing.T) {
 	c := newTestChecker()
 	ids := publish(c, map[int]int64{}, -1, 0, 1)
-	c.Delivered(tQueue, []Delivery{{Partition: 0, Offset: 0, Deliveries: 1, Body: []byte("torture|0|0000000000000000|")}})
-	c.Delivered(tKeyed, []Delivery{{Partition: 0, Offset: 7, Deliveries: 1, Body: body(ids[0])}})
+	c.Delivered(tQueue, 0, []Delivery{{Partition: 0, Offset: 0, Deliveries: 1, Body: []byte("torture|0|0000000000000000|")}})
+	c.Delivered(tKeyed, 0, []Delivery{{Partition: 0, Offset: 7, Deliveries: 1, Body: body(ids[0])}})
 	r := c.Finish(make([][]sluice.DeadLetter, 3))
 	if r.Corrupt != 1 || r.StoredTwice != 1 || !r.Failed() {
 		t.Fatalf("corrupt=%d stored_twice=%d, want 1 and 1: %v", r.Corrupt, r.StoredTwice, r.Details())

@@ -179,7 +179,7 @@ func runWorkload(ctx context.Context, cfg Config, srv *childserver.Server, logf 
 				return nil, err
 			}
 			closers = append(closers, con.Close)
-			consWG.Go(func() { consume(consCtx, con, si, chk, &n) })
+			consWG.Go(func() { consume(consCtx, con, si, k, chk, &n) })
 		}
 	}
 
@@ -246,6 +246,7 @@ func runWorkload(ctx context.Context, cfg Config, srv *childserver.Server, logf 
 		}
 		srv.Kill()
 		killCount++
+		chk.SetEpoch(killCount)
 		if err := srv.Start(runCtx); err != nil {
 			return nil, fmt.Errorf("restart after kill %d: %w", killCount, err)
 		}
@@ -268,6 +269,7 @@ func runWorkload(ctx context.Context, cfg Config, srv *childserver.Server, logf 
 	if err := srv.Stop(30 * time.Second); err != nil {
 		return nil, err
 	}
+	chk.SetEpoch(killCount + 1)
 	if err := srv.Start(runCtx); err != nil {
 		return nil, fmt.Errorf("clean restart: %w", err)
 	}

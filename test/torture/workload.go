@@ -131,9 +131,9 @@ func producer(stop, hard context.Context, c sluice.Client, chk *Checker, n *coun
 	}
 }
 
-// consume fetches from sub until ctx ends: poison messages are Nacked,
+// consume fetches from sub as its consumer k until ctx ends: poison messages are Nacked,
 // the others acknowledged at once.
-func consume(ctx context.Context, con sluice.Consumer, sub int, chk *Checker, n *counters) {
+func consume(ctx context.Context, con sluice.Consumer, sub, k int, chk *Checker, n *counters) {
 	for ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 		ds, err := con.Fetch(fctx, fetchMax)
@@ -156,7 +156,7 @@ func consume(ctx context.Context, con sluice.Consumer, sub int, chk *Checker, n 
 		for i, d := range ds {
 			cds[i] = Delivery{Partition: d.Partition, Offset: d.Offset, Deliveries: d.Deliveries, Body: d.Body}
 		}
-		ids, poison := chk.Delivered(sub, cds)
+		ids, poison := chk.Delivered(sub, k, cds)
 		var acks []sluice.Delivery
 		var ackIDs []int64
 		for i, d := range ds {
@@ -186,7 +186,7 @@ func consume(ctx context.Context, con sluice.Consumer, sub int, chk *Checker, n 
 		cancel()
 		for i, id := range ackIDs {
 			if id >= 0 {
-				chk.AckDone(sub, id, sent.Before(acks[i].Deadline), errs[i])
+				chk.AckDone(sub, k, id, sent.Before(acks[i].Deadline), errs[i])
 			}
 		}
 	}
