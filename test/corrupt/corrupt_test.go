@@ -161,15 +161,17 @@ func startServer(t *testing.T, data string) *server {
 	return s
 }
 
-// stop ends the server with SIGTERM (a clean shutdown) and waits for it.
-func (s *server) stop(t *testing.T) {
+// stop ends the server with sig, SIGTERM (a clean shutdown: active segments end
+// with their data) or SIGKILL (they may end with preallocated zeros), and waits for
+// it.
+func (s *server) stop(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	s.c.Close()
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):
-		t.Fatalf("server still running 30 s after SIGTERM:\n%s", s.out)
+		t.Fatalf("server still running 30 s after %v:\n%s", sig, s.out)
 	}
 }
 
@@ -336,8 +338,8 @@ func fileExists(path string) bool {
 }
 
 // TestCorruptSealedSegmentsIndexesAndTornTails damages sealed segments and index
-// files (bit flips and a truncation) and tears the tail of every active segment,
-// then checks the restarted server: no damaged body is ever read or consumed;
+// files (bit flips and a truncation) of a server stopped by SIGKILL, and tears
+// the tail of every active segment, then checks the restarted server: no damaged body is ever read or consumed;
 // messages are missing only from damaged segments, and such a segment is
 // quarantined (*.log.bad) or its loss reported in the server's log; damage to
 // index files loses nothing (the index is rebuilt); every torn tail is truncated,
@@ -349,7 +351,7 @@ func TestCorruptSealedSegmentsIndexesAndTornTails(t *testing.T) {
 	data := t.TempDir()
 	s := startServer(t, data)
 	published := publishAll(t, ctx, s.c, 1500)
-	s.stop(t)
+	s.stop(t, syscall.SIGKILL)
 
 	acts, err := Run(data, Options{Seed: seed, Flips: 10, Truncate: true, TearActive: true})
 	if err != nil {
@@ -365,7 +367,7 @@ func TestCorruptSealedSegmentsIndexesAndTornTails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.stop(t)
+	s.stop(t, syscall.SIGTERM)
 	log := s.out.String()
 
 	// The offset range of every segment damaged in its data; damage to an index
@@ -452,7 +454,7 @@ func TestCorruptFlipInActiveSegment(t *testing.T) {
 	data := t.TempDir()
 	s := startServer(t, data)
 	published := publishAll(t, ctx, s.c, 400)
-	s.stop(t)
+	s.stop(t, syscall.SIGTERM)
 	acts, err := Run(data, Options{Seed: seed, FlipActive: true})
 	if err != nil {
 		t.Fatal(err)
@@ -467,7 +469,7 @@ func TestCorruptFlipInActiveSegment(t *testing.T) {
 
 	s = startServer(t, data)
 	read, consumed, _ := readBack(t, ctx, s.c, published)
-	s.stop(t)
+	s.stop(t, syscall.SIGTERM)
 	log := s.out.String()
 	firstLost := int64(-1)
 	for off := base; ; off++ {
