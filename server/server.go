@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -205,7 +206,7 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 		}
 		mux.Handle("GET /metrics", metrics)
 	}
-	s.h = refuseOverLimit(s.limitHeaders(s.limitBody(mux)))
+	s.h = refuseOverLimit(s.limitHeaders(s.limitBody(s.interruptOnDrain(mux))))
 	s.hs = s.newHTTPServer()
 	return s, nil
 }
@@ -214,17 +215,70 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.h }
 
 // Drain prepares for shutdown: /readyz answers 503 from now on, and the streams
-// in progress end with unavailable, as do streams opened after: Read and
-// SubscribeLive at once, PublishStream when its next batch arrives (which is not
-// published; the batches answered before it are stored). Unary calls keep being
-// served until the HTTP server stops. Call it before http.Server.Shutdown (or
-// register it with RegisterOnShutdown), which would otherwise wait for the
-// streams until its deadline; a PublishStream that sends nothing more is cut
-// when that deadline closes its connection. Safe to call more than once.
+// in progress end at once with unavailable ("server shutting down"), as do
+// streams opened after, so that their clients go to another server: Read,
+// SubscribeLive and Consume (its leases stay with the subscription), and
+// PublishStream, whose batch being published is stored and answered first (a
+// batch that arrives after is not published; those answered before are
+// stored). Unary calls keep being served until the HTTP server stops. Call it
+// before http.Server.Shutdown (or register it with RegisterOnShutdown), which
+// would otherwise wait for the streams until its deadline. Safe to call more
+// than once.
 func (s *Server) Drain() { s.drain() }
 
 // errShuttingDown ends a stream that Drain interrupted.
 var errShuttingDown = connect.NewError(connect.CodeUnavailable, errors.New("server shutting down"))
+
+// bidiProcedures are the calls whose handlers wait for the client's next
+// message: Drain must interrupt that wait, which no context reaches.
+var bidiProcedures = map[string]bool{
+	sluicev1connect.ConsumerServiceConsumeProcedure:      true,
+	sluicev1connect.PublishServicePublishStreamProcedure: true,
+}
+
+// interruptOnDrain lets Drain end the bidirectional streams in progress. Their
+// handlers block in Receive, reading the request body, which neither the
+// call's context nor Drain's interrupts: an idle Consume or PublishStream would
+// hold http.Server.Shutdown for its whole grace period, until its connection
+// is cut. So Drain closes the body of each, which wakes the read, and the
+// read then fails with errShuttingDown: the handler ends with unavailable, and
+// a message it was given in full before goes on to be answered. Only HTTP/2
+// requests are concerned (bidirectional streams need it), where closing the
+// body while it is read is safe; unary calls keep their bodies and finish.
+func (s *Server) interruptOnDrain(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor < 2 || !bidiProcedures[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body := r.Body
+		r.Body = &drainableBody{ReadCloser: body, draining: s.draining}
+		closed := make(chan struct{})
+		stop := context.AfterFunc(s.draining, func() {
+			defer close(closed)
+			body.Close()
+		})
+		next.ServeHTTP(w, r)
+		if !stop() {
+			<-closed // the body is not touched after the handler returned
+		}
+	})
+}
+
+// drainableBody is a request body that Drain closes: a read it interrupted
+// fails with errShuttingDown rather than with the closed body's error.
+type drainableBody struct {
+	io.ReadCloser
+	draining context.Context
+}
+
+func (b *drainableBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && b.draining.Err() != nil {
+		err = errShuttingDown
+	}
+	return n, err
+}
 
 // ready answers /readyz.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
