@@ -167,3 +167,108 @@ func TestServeShutdownUnderLoad(t *testing.T) {
 		t.Fatal("the publishers ran out of time")
 	}
 }
+
+// stopBound is how long a SIGTERM may take to stop a server whose clients
+// hold streams open: far above the milliseconds a shutdown takes, far below
+// the grace period it must not wait out.
+const stopBound = 3 * time.Second
+
+// TestServeShutdownEndsStreams: SIGTERM stops sluice serve promptly, without
+// waiting out its grace period, whether a consumer's stream was closed by the
+// client before or is still open, as are live readers, and the open streams
+// end with unavailable so that their clients go elsewhere.
+func TestServeShutdownEndsStreams(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// closeFirst closes the consumer and the client before SIGTERM.
+		closeFirst bool
+		grpc       bool
+	}{
+		{"closed consumer", true, false},
+		{"closed consumer grpc", true, true},
+		{"open streams", false, false},
+		{"open streams grpc", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			child := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+			var opts []client.Option
+			if tc.grpc {
+				opts = append(opts, client.WithGRPC())
+			}
+			c, err := client.Dial(child.url, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.CreateStream(callCtx(t), sluice.StreamConfig{Name: "jobs"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.CreateSubscription(callCtx(t), "jobs", sluice.SubscriptionConfig{Name: "work"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Publish(callCtx(t), "jobs", sluice.Message{Body: []byte("one")}); err != nil {
+				t.Fatal(err)
+			}
+			cons, err := c.NewConsumer(callCtx(t), "jobs", "work", sluice.ConsumerConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cons.Close()
+			ds, err := cons.Fetch(callCtx(t), 10)
+			if err != nil || len(ds) != 1 {
+				t.Fatalf("fetch: %v %v", ds, err)
+			}
+			reader, err := c.NewReader(callCtx(t), "jobs", sluice.ReaderConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Close()
+			if rec, err := reader.Next(callCtx(t)); err != nil || string(rec.Body) != "one" {
+				t.Fatalf("read: %v %v", rec, err)
+			}
+			live, err := c.SubscribeLive(callCtx(t), "jobs", sluice.LiveConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer live.Close()
+
+			// Each open stream waits for what comes next; each must end
+			// once the server goes.
+			waiting := make(chan error, 3)
+			wctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.closeFirst {
+				cons.Close()
+				reader.Close()
+				live.Close()
+				c.Close()
+			} else {
+				go func() { _, err := cons.Fetch(wctx, 1); waiting <- err }()
+				go func() { _, err := reader.Next(wctx); waiting <- err }()
+				go func() { _, err := live.Next(wctx); waiting <- err }()
+			}
+
+			began := time.Now()
+			log := child.stop(t)
+			if d := time.Since(began); d > stopBound {
+				t.Errorf("SIGTERM took %v to stop the server, over %v", d, stopBound)
+			}
+			if strings.Contains(log, "still in progress") || !strings.Contains(log, "msg=stopped") {
+				t.Errorf("log of the shutdown:\n%s", log)
+			}
+			if !tc.closeFirst {
+				// The client reconnects, with backoff, to a server that is no
+				// more: each wait goes on until its context ends, and then
+				// ends at once.
+				cancel()
+				for range 3 {
+					select {
+					case <-waiting:
+					case <-time.After(stopBound):
+						t.Fatal("a wait on a stream of the stopped server outlived its context")
+					}
+				}
+			}
+		})
+	}
+}
