@@ -20,7 +20,11 @@ type Delivery struct {
 	// Deliveries counts this delivery: 1 the first time.
 	Deliveries int
 	// Lease is the fencing token: settling with a lease that expired (and whose
-	// message went to another consumer) fails with ErrStaleLease.
+	// message went to another consumer) or was revoked (a partitioned
+	// subscription's rebalance, or a failure before it in its partition) fails
+	// with ErrStaleLease. Tokens increase with every hand-out of a subscription
+	// (across restarts too, unless the clock goes back), so a delivery with a
+	// lower one was handed out earlier.
 	Lease    uint64
 	Deadline time.Time
 }

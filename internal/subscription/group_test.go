@@ -136,3 +136,68 @@ func TestPartitionedFailureHoldsBackThePartition(t *testing.T) {
 		t.Fatalf("after the retry delay: %v", got)
 	}
 }
+
+// TestPartitionedRevokedCopyIsFencedNotRedelivered is the history the kill -9
+// torture once reported as "acked then redelivered": member a is handed a
+// partition's messages, b joins and the rebalance revokes them while they are
+// on their way to a, b is handed them and acks them, and only then does a's
+// copy reach a. The subscription handed the messages out before b's ack, not
+// after: a's copy has lower fencing tokens (they increase with every hand-out,
+// which is how a checker orders them), its settlements fail, and nothing hands
+// the messages out again.
+func TestPartitionedRevokedCopyIsFencedNotRedelivered(t *testing.T) {
+	e := newEnv(t, 2, Config{Name: "g", Mode: ModePartitioned, Session: time.Minute, Lease: 3 * time.Second})
+	for i := range 3 {
+		e.publish(0, fmt.Sprintf("p0-%d", i))
+		e.publish(1, fmt.Sprintf("p1-%d", i))
+	}
+	var last uint64
+	increasing := func(ds []Delivery) {
+		t.Helper()
+		for _, d := range ds {
+			if d.Lease <= last {
+				t.Fatalf("lease %d handed out after lease %d", d.Lease, last)
+			}
+			last = d.Lease
+		}
+	}
+	toA := e.fetch("a", 10) // a is alone: both partitions
+	increasing(toA)
+	if len(toA) != 6 {
+		t.Fatalf("a got %v", values(toA))
+	}
+	e.clk.advance(time.Millisecond)
+	toB := e.fetch("b", 10) // b joins: the rebalance moves partition 1 and revokes a's leases there
+	increasing(toB)
+	if got := values(toB); !slices.Equal(got, []string{"p1-0", "p1-1", "p1-2"}) {
+		t.Fatalf("b got %v", got)
+	}
+	for _, d := range toB {
+		if d.Deliveries != 1 {
+			t.Fatalf("revoked delivery counted: %+v", d)
+		}
+		e.ack(d)
+	}
+	// a's copies arrive now: fenced.
+	for _, d := range toA {
+		err := e.sub.Ack(e.ctx, d.Partition, d.Offset, d.Lease)
+		switch {
+		case d.Partition == 0 && err != nil:
+			t.Fatalf("ack of a's own partition: %v", err)
+		case d.Partition == 1 && !errors.Is(err, ErrStaleLease):
+			t.Fatalf("ack of a revoked copy after b's ack: %v, want ErrStaleLease", err)
+		}
+	}
+	// Past every lease and session, neither member is handed anything again.
+	for range 3 {
+		e.clk.advance(time.Minute)
+		for _, m := range []string{"a", "b"} {
+			if got := e.fetch(m, 10); len(got) != 0 {
+				t.Fatalf("%s was handed acked messages again: %v", m, values(got))
+			}
+		}
+	}
+	if info := e.sub.Info(); info.Backlog != 0 || info.InFlight != 0 {
+		t.Fatalf("backlog %d, in flight %d after every message was acked", info.Backlog, info.InFlight)
+	}
+}

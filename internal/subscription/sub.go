@@ -29,10 +29,13 @@ var (
 // Delivery is one message handed to a consumer under a lease (AtLeastOnce), or
 // settled as it is handed out (AtMostOnce: Lease is 0 and Deadline zero).
 type Delivery struct {
-	Partition  int
-	Offset     int64
-	Lease      uint64 // fencing token: settle with it
-	Deliveries int    // 1 on the first delivery
+	Partition int
+	Offset    int64
+	// Lease is the fencing token: settle with it. Tokens increase with every
+	// hand-out while the subscription is open; Open starts them from the clock
+	// (unix nanoseconds), above those of earlier opens unless it went back.
+	Lease      uint64
+	Deliveries int // 1 on the first delivery
 	Deadline   time.Time
 	Timestamp  int64 // unix ms
 	Key        []byte
