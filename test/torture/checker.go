@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sluicemq/sluice"
 )
@@ -48,11 +49,13 @@ type msgInfo struct {
 
 // subMsg is one message as one subscription delivered it.
 type subMsg struct {
-	n        uint16 // deliveries received (saturating)
-	pending  uint8  // acks started and not answered (saturating)
-	flags    uint8
-	ackBy    uint8 // the consumer whose Ack set ackOK
-	ackEpoch uint8 // the server's start count (mod 256) when that Ack was answered
+	ackLease    uint64 // the lease of the delivery whose Ack set ackOK
+	ackDeadline int64  // its deadline, unix ms
+	n           uint16 // deliveries received (saturating)
+	pending     uint8  // acks started and not answered (saturating)
+	flags       uint8
+	ackBy       uint8 // the consumer whose Ack set ackOK
+	ackEpoch    uint8 // the server's start count (mod 256) when that Ack was answered
 }
 
 // partTrack follows the first deliveries of one partition on a partitioned
@@ -209,6 +212,12 @@ type Delivery struct {
 	Offset     int64
 	Deliveries int
 	Body       []byte
+	// Lease and Deadline tell when the subscription handed the delivery out,
+	// relative to the others: fencing tokens increase with every hand-out, and
+	// the deadline is the hand-out time plus the subscription's Lease. Zero
+	// when unknown.
+	Lease    uint64
+	Deadline time.Time
 }
 
 // Delivered records deliveries received by consumer con of subscription sub
@@ -239,10 +248,18 @@ func (c *Checker) deliveredLocked(sub, con int, id int64, d Delivery) {
 	m := &c.msgs[id]
 	s := &c.state[sub][id]
 	c.r.Deliveries++
-	if s.flags&ackOK != 0 {
+	switch {
+	case s.flags&ackOK == 0:
+	case handedOutBefore(d, s):
+		// A copy the subscription handed out before the acked delivery, whose
+		// lease was revoked (a rebalance, or a failure before it) or expired,
+		// reached its consumer only now: it is fenced (its Ack fails with
+		// ErrStaleLease), not delivered again.
+		c.r.FencedCopies++
+	default:
 		c.r.AckedRedelivered++
-		c.r.detail(&c.r.AckedRedeliveredDetails, fmt.Sprintf("%s: message %d at %d/%d delivered again (delivery %d, to consumer %d, server start %d) after an Ack within its lease returned nil (consumer %d, server start %d)",
-			name, id, d.Partition, d.Offset, d.Deliveries, con, c.epoch, s.ackBy, s.ackEpoch))
+		c.r.detail(&c.r.AckedRedeliveredDetails, fmt.Sprintf("%s: message %d at %d/%d delivered again (delivery %d, to consumer %d, server start %d, lease %d) after an Ack within its lease returned nil (consumer %d, server start %d, lease %d)",
+			name, id, d.Partition, d.Offset, d.Deliveries, con, c.epoch, d.Lease, s.ackBy, s.ackEpoch, s.ackLease))
 	}
 	if d.Deliveries > c.maxDeliveries || d.Deliveries < 1 {
 		c.r.OverLimit++
@@ -290,6 +307,17 @@ func (c *Checker) deliveredLocked(sub, con int, id int64, d Delivery) {
 	}
 }
 
+// handedOutBefore reports whether the subscription handed delivery d out
+// before the delivery whose Ack set ackOK in s: its fencing token is lower
+// (tokens increase with every hand-out, exact within one server run) and its
+// deadline is not later (the hand-out times, to the millisecond, which also
+// orders deliveries of different server runs). A delivery that fails either
+// test may have been handed out after the Ack, and is a violation.
+func handedOutBefore(d Delivery, s *subMsg) bool {
+	return d.Lease != 0 && s.ackLease != 0 && d.Lease < s.ackLease &&
+		!d.Deadline.IsZero() && d.Deadline.UnixMilli() <= s.ackDeadline
+}
+
 // candLocked keeps a possible order violation for the final check.
 func (c *Checker) candLocked(k orderCand) {
 	// One candidate per skipped message, whatever skipped it.
@@ -327,9 +355,10 @@ func (c *Checker) AckStarted(sub int, ids []int64) {
 	}
 }
 
-// AckDone records the answer to an Ack of message id by consumer con of sub;
-// inLease says it was sent before the delivery's lease deadline.
-func (c *Checker) AckDone(sub, con int, id int64, inLease bool, err error) {
+// AckDone records the answer to an Ack of message id, delivered as d, by
+// consumer con of sub; inLease says it was sent before the delivery's lease
+// deadline.
+func (c *Checker) AckDone(sub, con int, id int64, d Delivery, inLease bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := &c.state[sub][id]
@@ -340,6 +369,7 @@ func (c *Checker) AckDone(sub, con int, id int64, inLease bool, err error) {
 	case err == nil && inLease:
 		s.flags |= ackOK
 		s.ackBy, s.ackEpoch = uint8(con), uint8(c.epoch)
+		s.ackLease, s.ackDeadline = d.Lease, d.Deadline.UnixMilli()
 	case err == nil, ackUnknown(err):
 		s.flags |= ackMaybe
 	case errors.Is(err, sluice.ErrStaleLease):
@@ -448,6 +478,7 @@ type Report struct {
 	Deliveries, Duplicates  int
 	Lost                    int
 	AckedRedelivered        int
+	FencedCopies            int // received after an acked delivery, handed out before it (handedOutBefore)
 	OrderViolations         int
 	OrderExcused            int // order candidates whose message was dead-lettered
 	DeadLetters             int
@@ -507,8 +538,8 @@ func (r *Report) Details() []string {
 
 // Summary is one line of the figures that the TORTURE line leaves out.
 func (r *Report) Summary() string {
-	return fmt.Sprintf("torture: maybe=%d deliveries=%d dead_letters=%d (normal %d, twice %d) stale_acks=%d ack_errors=%d acked_redelivered=%d dlq_violations=%d stored_twice=%d corrupt=%d order_excused=%d",
-		r.Maybe, r.Deliveries, r.DeadLetters, r.DeadLetteredNormal, r.DeadLetterDuplicates, r.StaleAcks, r.AckErrors,
+	return fmt.Sprintf("torture: maybe=%d deliveries=%d dead_letters=%d (normal %d, twice %d) stale_acks=%d ack_errors=%d fenced_copies=%d acked_redelivered=%d dlq_violations=%d stored_twice=%d corrupt=%d order_excused=%d",
+		r.Maybe, r.Deliveries, r.DeadLetters, r.DeadLetteredNormal, r.DeadLetterDuplicates, r.StaleAcks, r.AckErrors, r.FencedCopies,
 		r.AckedRedelivered, r.DeadLetterMismatches+r.DeadLetterMissing+r.OverLimit, r.StoredTwice, r.Corrupt, r.OrderExcused)
 }
 

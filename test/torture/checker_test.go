@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/sluicemq/sluice"
 )
@@ -45,7 +46,7 @@ func deliver(t *testing.T, c *Checker, sub int, id int64, no int, ack bool) {
 	}
 	if ack {
 		c.AckStarted(sub, []int64{id})
-		c.AckDone(sub, 0, id, true, nil)
+		c.AckDone(sub, 0, id, Delivery{}, true, nil)
 	}
 }
 
@@ -73,7 +74,7 @@ func TestCheckerPassesSoundHistory(t *testing.T) {
 	for sub := range 3 {
 		deliver(t, c, sub, id, 1, false)
 		c.AckStarted(sub, []int64{id})
-		c.AckDone(sub, 0, id, true, fmt.Errorf("stream broke: %w", sluice.ErrUnavailable))
+		c.AckDone(sub, 0, id, Delivery{}, true, fmt.Errorf("stream broke: %w", sluice.ErrUnavailable))
 		deliver(t, c, sub, id, 2, true)
 	}
 	r := c.Finish(make([][]sluice.DeadLetter, 3))
@@ -125,10 +126,57 @@ func TestCheckerDetectsAckedThenRedelivered(t *testing.T) {
 	ids = publish(c, map[int]int64{}, -1, 0, 1)
 	deliver(t, c, tQueue, ids[0], 1, false)
 	c.AckStarted(tQueue, ids)
-	c.AckDone(tQueue, 0, ids[0], false, nil)
+	c.AckDone(tQueue, 0, ids[0], Delivery{}, false, nil)
 	deliver(t, c, tQueue, ids[0], 2, true)
 	if r := c.Finish(make([][]sluice.DeadLetter, 3)); r.AckedRedelivered != 0 {
 		t.Fatalf("late ack: acked_redelivered=%d, want 0", r.AckedRedelivered)
+	}
+}
+
+// TestCheckerFencedCopyIsNotARedelivery: a copy that the subscription handed
+// out before the acked delivery, and that reached its consumer only after the
+// Ack (a rebalance revoked its lease while it was on its way), is a duplicate;
+// a delivery handed out after the acked one, or not known to be before it, is
+// a violation.
+func TestCheckerFencedCopyIsNotARedelivery(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	for _, tc := range []struct {
+		name     string
+		lease    uint64
+		deadline time.Time
+		fails    bool
+	}{
+		{"handed out before", 10, t0.Add(-5 * time.Millisecond), false},
+		{"same millisecond, lower token", 19, t0, false},
+		{"handed out after", 21, t0.Add(5 * time.Millisecond), true},
+		{"higher token, same millisecond", 21, t0, true},
+		{"lower token, later deadline (another server run)", 10, t0.Add(time.Second), true},
+		{"lease unknown", 0, t0.Add(-5 * time.Millisecond), true},
+		{"deadline unknown", 10, time.Time{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestChecker()
+			ids := publish(c, map[int]int64{}, -1, 1, 1)
+			m := c.msgs[ids[0]]
+			acked := Delivery{Partition: int(m.part), Offset: m.off, Deliveries: 1, Body: body(ids[0]), Lease: 20, Deadline: t0}
+			c.Delivered(tGroup, 1, []Delivery{acked})
+			c.AckStarted(tGroup, ids)
+			c.AckDone(tGroup, 1, ids[0], acked, true, nil)
+			late := acked
+			late.Lease, late.Deadline = tc.lease, tc.deadline
+			c.Delivered(tGroup, 0, []Delivery{late})
+			for _, sub := range []int{tQueue, tKeyed} {
+				deliver(t, c, sub, ids[0], 1, true)
+			}
+			r := c.Finish(make([][]sluice.DeadLetter, 3))
+			if r.Failed() != tc.fails || (r.AckedRedelivered != 0) != tc.fails || (r.FencedCopies != 0) == tc.fails {
+				t.Fatalf("acked_redelivered=%d fenced_copies=%d failed=%v, want a violation: %v; %v",
+					r.AckedRedelivered, r.FencedCopies, r.Failed(), tc.fails, r.Details())
+			}
+			if r.Duplicates != 1 {
+				t.Fatalf("duplicates=%d, want 1", r.Duplicates)
+			}
+		})
 	}
 }
 
@@ -152,20 +200,20 @@ func TestCheckerDetectsKeyOrderViolation(t *testing.T) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, 0, ids[0], true, nil)
+			c.AckDone(tKeyed, 0, ids[0], Delivery{}, true, nil)
 			deliver(t, c, tKeyed, ids[2], 1, true)
 		}, true},
 		{"second while first's ack in flight", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
 			deliver(t, c, tKeyed, ids[1], 1, true)
-			c.AckDone(tKeyed, 0, ids[0], true, nil)
+			c.AckDone(tKeyed, 0, ids[0], Delivery{}, true, nil)
 			deliver(t, c, tKeyed, ids[2], 1, true)
 		}, false},
 		{"first redelivered after a stale ack", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, 0, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
+			c.AckDone(tKeyed, 0, ids[0], Delivery{}, true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
 			deliver(t, c, tKeyed, ids[0], 2, true)
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			deliver(t, c, tKeyed, ids[2], 1, true)
@@ -173,7 +221,7 @@ func TestCheckerDetectsKeyOrderViolation(t *testing.T) {
 		{"second after a stale ack of the first", func(t *testing.T, c *Checker, ids []int64) {
 			deliver(t, c, tKeyed, ids[0], 1, false)
 			c.AckStarted(tKeyed, ids[:1])
-			c.AckDone(tKeyed, 0, ids[0], true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
+			c.AckDone(tKeyed, 0, ids[0], Delivery{}, true, fmt.Errorf("late: %w", sluice.ErrStaleLease))
 			deliver(t, c, tKeyed, ids[1], 1, true)
 			deliver(t, c, tKeyed, ids[0], 2, true)
 			deliver(t, c, tKeyed, ids[2], 1, true)

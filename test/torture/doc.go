@@ -50,7 +50,13 @@
 //   - lost, as above.
 //   - acked then redelivered: a consumer's Ack returned nil, and was sent before
 //     the delivery's lease deadline, yet the subscription delivered the message
-//     again afterwards.
+//     again afterwards. A copy handed out before the acked delivery can reach
+//     its consumer after the Ack (a rebalance revoked its lease while it was on
+//     its way, or it expired): the subscription did not deliver it again, and
+//     its settlements fail with ErrStaleLease. Such a copy, a lower fencing
+//     token and a deadline no later than the acked delivery's, is counted as
+//     fenced_copies (a duplicate); any other delivery after the Ack is a
+//     violation.
 //   - order, key_ordered: a message of a key is delivered (the first time or
 //     again) only when the previous message of the key (in publish order, which
 //     is offset order: same key, same partition) is settled; the checker asks
@@ -71,6 +77,6 @@
 //   - integrity: every body is one the driver wrote, and a message is stored
 //     at one position only (a retried publish was deduplicated).
 //
-// Memory is about 64 bytes a published message: ids are indexes into slices,
-// not strings.
+// Memory is about 150 bytes a published message: ids are indexes into
+// slices, not strings.
 package main

@@ -154,11 +154,13 @@ func consume(ctx context.Context, con sluice.Consumer, sub, k int, chk *Checker,
 		n.deliveries.Add(int64(len(ds)))
 		cds := make([]Delivery, len(ds))
 		for i, d := range ds {
-			cds[i] = Delivery{Partition: d.Partition, Offset: d.Offset, Deliveries: d.Deliveries, Body: d.Body}
+			cds[i] = Delivery{Partition: d.Partition, Offset: d.Offset, Deliveries: d.Deliveries, Body: d.Body,
+				Lease: d.Lease, Deadline: d.Deadline}
 		}
 		ids, poison := chk.Delivered(sub, k, cds)
 		var acks []sluice.Delivery
 		var ackIDs []int64
+		var ackDs []Delivery
 		for i, d := range ds {
 			if poison[i] {
 				sctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
@@ -168,6 +170,7 @@ func consume(ctx context.Context, con sluice.Consumer, sub, k int, chk *Checker,
 			}
 			acks = append(acks, d)
 			ackIDs = append(ackIDs, ids[i])
+			ackDs = append(ackDs, cds[i])
 		}
 		if len(acks) == 0 {
 			continue
@@ -186,7 +189,7 @@ func consume(ctx context.Context, con sluice.Consumer, sub, k int, chk *Checker,
 		cancel()
 		for i, id := range ackIDs {
 			if id >= 0 {
-				chk.AckDone(sub, k, id, sent.Before(acks[i].Deadline), errs[i])
+				chk.AckDone(sub, k, id, ackDs[i], sent.Before(acks[i].Deadline), errs[i])
 			}
 		}
 	}
