@@ -109,6 +109,7 @@ func (b *Broker) NewConsumer(ctx context.Context, streamName, sub string, cfg Co
 	if err != nil {
 		return nil, err
 	}
+	st.opened(cfg.Name)
 	return &consumer{b: b, stream: streamName, subName: sub, st: st, cfg: cfg}, nil
 }
 
@@ -219,9 +220,11 @@ func (c *consumer) Extend(ctx context.Context, d Delivery, by time.Duration) (ti
 }
 
 // Close leaves the group of a partitioned subscription at once, so that its
-// partitions move without waiting for the session to end.
+// partitions move without waiting for the session to end; unless another
+// consumer of the same name is still open (a client that reconnected before
+// its old connection's consumer was closed): the member is still there.
 func (c *consumer) Close() error {
-	if !c.closed.Swap(true) {
+	if !c.closed.Swap(true) && c.st.closed(c.cfg.Name) {
 		c.st.sub.Leave(c.cfg.Name)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicemq/sluice/internal/logstore"
@@ -232,6 +233,35 @@ type SubscriptionPartition struct {
 type subState struct {
 	cfg SubscriptionConfig
 	sub *subscription.Sub
+
+	// open counts the open consumers of each name: a member of a partitioned
+	// group leaves when the last of its consumers closes, not when an old
+	// connection's consumer closes after the member came back on a new one.
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// opened records an open consumer of name.
+func (st *subState) opened(name string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.open == nil {
+		st.open = map[string]int{}
+	}
+	st.open[name]++
+}
+
+// closed records that a consumer of name closed, and reports whether it was
+// the last one open.
+func (st *subState) closed(name string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.open[name]--
+	if st.open[name] > 0 {
+		return false
+	}
+	delete(st.open, name)
+	return true
 }
 
 func (s *stream) subDir(name string) string { return filepath.Join(s.dir, subsDir, name) }

@@ -381,3 +381,35 @@ func TestPartitionedGroupThroughTheBroker(t *testing.T) {
 		t.Fatalf("after c closed: %+v", info.Members)
 	}
 }
+
+// A member that came back on a new consumer (a client reconnecting under the
+// same name) stays in the group when its old consumer is closed after: only
+// the last consumer of a name to close leaves, and nothing moves.
+func TestPartitionedMemberStaysWhileAConsumerOfItsNameIsOpen(t *testing.T) {
+	f := setup(t)
+	f.create(StreamConfig{Name: "events", Partitions: 4})
+	if _, err := f.b.CreateSubscription(f.ctx, "events", SubscriptionConfig{Name: "g", Mode: PartitionedMode, Session: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		f.b.Publish(f.ctx, "events", Message{Body: []byte(fmt.Sprint(i)), Partition: ToPartition(i % 4)})
+	}
+	old, _ := f.b.NewConsumer(f.ctx, "events", "g", ConsumerConfig{Name: "a"})
+	other, _ := f.b.NewConsumer(f.ctx, "events", "g", ConsumerConfig{Name: "c"})
+	defer other.Close()
+	fetchSoon(t, old, 1)
+	fetchSoon(t, other, 1)
+	renewed, _ := f.b.NewConsumer(f.ctx, "events", "g", ConsumerConfig{Name: "a"})
+	before, _ := f.b.Subscription(f.ctx, "events", "g")
+	old.Close()
+	after, _ := f.b.Subscription(f.ctx, "events", "g")
+	if after.Generation != before.Generation || len(after.Members) != 2 || len(after.Members[0].Partitions) != 2 {
+		t.Fatalf("closing the old consumer of a member with another open moved the group: before %+v (gen %d), after %+v (gen %d)",
+			before.Members, before.Generation, after.Members, after.Generation)
+	}
+	renewed.Close()
+	last, _ := f.b.Subscription(f.ctx, "events", "g")
+	if len(last.Members) != 1 || last.Members[0].Name != "c" || len(last.Members[0].Partitions) != 4 {
+		t.Fatalf("after the last consumer of a closed: %+v", last.Members)
+	}
+}
