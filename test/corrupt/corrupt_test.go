@@ -22,6 +22,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 // The end-to-end tests build the real server, publish known messages through the
@@ -35,45 +36,15 @@ const (
 	testParts  = 2
 )
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildBin != "" {
-		os.RemoveAll(filepath.Dir(buildBin))
-	}
+	childserver.RemoveBinary()
 	os.Exit(code)
 }
 
-// serverBinary builds cmd/sluice once per run; it skips the test without a Go
-// toolchain.
-func serverBinary(t *testing.T) string {
-	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("the go command is not on PATH: the end-to-end test builds the server with it")
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-corrupt-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "sluice")
-		cmd := exec.Command(goCmd, "build", "-o", buildBin, "github.com/sluicemq/sluice/cmd/sluice")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
-}
+// serverBinary returns the server binary, built once per run; it skips the
+// test without a Go toolchain.
+func serverBinary(t *testing.T) string { return childserver.Binary(t) }
 
 func testSeed(t *testing.T) uint64 {
 	seed := uint64(time.Now().UnixNano())

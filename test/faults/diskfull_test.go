@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,29 +76,7 @@ func testDiskFull(t *testing.T, tc diskFullCase) {
 	t.Logf("tmpfs of %d MiB, %d KiB free after the ballast", tmpfsBytes>>20, freeBytes(t, mnt)>>10)
 
 	const workers, maxEach, errsEach = 8, 3000, 3
-	var mu sync.Mutex
-	var outcomes []published
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			errs := 0
-			for i := range maxEach {
-				key := fmt.Sprintf("w%02d-%04d", w, i)
-				p := published{key: key, body: body(key, tc.body), start: time.Now()}
-				p.pos, p.err = s.c.Publish(ctx, "a", sluice.Message{Key: []byte(key), Body: p.body})
-				p.end = time.Now()
-				mu.Lock()
-				outcomes = append(outcomes, p)
-				mu.Unlock()
-				if p.err != nil {
-					if errs++; errs == errsEach || ctx.Err() != nil {
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
+	outcomes := publishUntilRefused(ctx, s, workers, maxEach, errsEach, tc.body)
 
 	acked := map[string]published{}
 	var failed []published

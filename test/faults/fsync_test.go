@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,29 +65,7 @@ func TestFsyncEIO(t *testing.T) {
 	// Publish from many goroutines at once, one message a call, until each
 	// has seen a few errors: the failed group holds several publishers.
 	const workers, maxEach, errsEach = 16, 400, 3
-	var mu sync.Mutex
-	var outcomes []published
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			errs := 0
-			for i := range maxEach {
-				key := fmt.Sprintf("w%02d-%04d", w, i)
-				p := published{key: key, body: body(key, 300), start: time.Now()}
-				p.pos, p.err = s.c.Publish(ctx, "a", sluice.Message{Key: []byte(key), Body: p.body})
-				p.end = time.Now()
-				mu.Lock()
-				outcomes = append(outcomes, p)
-				mu.Unlock()
-				if p.err != nil {
-					if errs++; errs == errsEach || ctx.Err() != nil {
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
+	outcomes := publishUntilRefused(ctx, s, workers, maxEach, errsEach, 300)
 
 	acked := map[string]published{}
 	var failed []published

@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,53 +18,17 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
-)
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	childserver.RemoveBinary()
 	os.Exit(code)
 }
 
-// binary builds cmd/sluice once per test run and returns its path.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		gomod := strings.TrimSpace(string(out))
-		if gomod == "" || gomod == os.DevNull {
-			buildErr = errors.New("go env GOMOD: not inside the module")
-			return
-		}
-		buildDir, buildErr = os.MkdirTemp("", "sluice-faults-")
-		if buildErr != nil {
-			return
-		}
-		buildBin = filepath.Join(buildDir, "sluice")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/sluice")
-		cmd.Dir = filepath.Dir(gomod)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildBin
-}
+// binary returns the server binary, built once for the test run.
+func binary(t *testing.T) string { return childserver.Binary(t) }
 
 // needStrace skips the test when strace is not installed or cannot trace
 // (no ptrace permission), and returns its path.
@@ -303,4 +265,35 @@ func readAll(ctx context.Context, c sluice.Client, stream string, partition int)
 			return recs, nil
 		}
 	}
+}
+
+// publishUntilRefused publishes to stream "a" from workers goroutines at
+// once, one message of bodySize bytes a call with a key of its own, until each
+// has been refused errsEach times or has made maxEach calls, and returns
+// every outcome.
+func publishUntilRefused(ctx context.Context, s *server, workers, maxEach, errsEach, bodySize int) []published {
+	var mu sync.Mutex
+	var outcomes []published
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			errs := 0
+			for i := range maxEach {
+				key := fmt.Sprintf("w%02d-%04d", w, i)
+				p := published{key: key, body: body(key, bodySize), start: time.Now()}
+				p.pos, p.err = s.c.Publish(ctx, "a", sluice.Message{Key: []byte(key), Body: p.body})
+				p.end = time.Now()
+				mu.Lock()
+				outcomes = append(outcomes, p)
+				mu.Unlock()
+				if p.err != nil {
+					if errs++; errs == errsEach || ctx.Err() != nil {
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return outcomes
 }

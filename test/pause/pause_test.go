@@ -21,7 +21,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
-	"github.com/sluicemq/sluice/test/torture/childserver"
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 const (
@@ -184,7 +184,8 @@ func TestPauseLateAckIsFenced(t *testing.T) {
 	ds, err := rescuer.Fetch(fctx, 10)
 	fcancel()
 	if err != nil {
-		t.Fatalf("no redelivery while the worker was stopped: %v", err)
+		info, ierr := c.Subscription(ctx, stream, sub)
+		t.Fatalf("no redelivery while the worker was stopped: %v; subscription %+v %v", err, info, ierr)
 	}
 	if len(ds) != 1 || ds[0].Offset != pos.Offset || ds[0].Deliveries != 2 || ds[0].Lease == workerLease {
 		t.Fatalf("redelivery %+v, want the message at %d/%d as delivery 2 with a new lease", ds, pos.Partition, pos.Offset)

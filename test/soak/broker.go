@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/server"
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 // broker is the server under soak: a child process running `sluice serve`,
@@ -35,10 +36,15 @@ type broker struct {
 // on 127.0.0.1 with its data in dir; the broker's RSS is then its own.
 func startChild(ctx context.Context, bin, dir string) (*broker, error) {
 	if bin == "" {
-		bin = filepath.Join(dir, "sluice")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/sluicemq/sluice/cmd/sluice")
-		build.Stderr = os.Stderr
-		if err := build.Run(); err != nil {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		root, err := childserver.FindRoot(wd)
+		if err != nil {
+			return nil, fmt.Errorf("soak: %w", err)
+		}
+		if bin, err = childserver.Build(ctx, root, dir); err != nil {
 			return nil, fmt.Errorf("soak: build the server: %w", err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/client"
-	"github.com/sluicemq/sluice/test/torture/childserver"
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 // Config is what a torture run does. Zero fields take their defaults.

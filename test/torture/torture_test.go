@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicemq/sluice/test/torture/childserver"
+	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
 // TestTortureShort is the CI version of the torture: about 25 s of kill -9

@@ -17,7 +17,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -212,4 +214,49 @@ func Build(ctx context.Context, root, dir string) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/sluice: %w\n%s", err, b)
 	}
 	return out, nil
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+// Binary returns the path of cmd/sluice built once for this test process
+// (the module root found from the working directory), skipping the test when
+// no go command can build it. Call RemoveBinary from TestMain after the tests
+// to delete it.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	if _, err := GoTool(); err != nil {
+		tb.Skipf("the server is built for this test with the go command: %v", err)
+	}
+	binOnce.Do(func() {
+		wd, err := os.Getwd()
+		if err != nil {
+			binErr = err
+			return
+		}
+		root, err := FindRoot(wd)
+		if err != nil {
+			binErr = err
+			return
+		}
+		if binDir, binErr = os.MkdirTemp("", "sluice-bin-"); binErr != nil {
+			return
+		}
+		binPath, binErr = Build(context.Background(), root, binDir)
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return binPath
+}
+
+// RemoveBinary deletes what Binary built, if anything.
+func RemoveBinary() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 }
