@@ -81,7 +81,7 @@ func WithPrefetch(n int) Option {
 
 // WithoutBatching sends each Publish as a call of its own. By default the
 // publishes made to one stream while earlier ones are in flight are sent
-// together in PublishBatch calls (at most 8 in flight per stream, 1,000
+// together in PublishBatch calls (at most 3 in flight per stream, 1,000
 // messages or 4 MiB each), which serves many publishes with one round trip and
 // one fsync. A batch fails as a whole only where each of its publishes would
 // have failed alone: the server checks every message and makes room for all
