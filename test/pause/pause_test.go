@@ -169,6 +169,7 @@ func TestPauseLateAckIsFenced(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	waitStopped(t, cmd.Process.Pid)
 	stopped := time.Now()
 	if _, err := io.WriteString(stdin, "ack\n"); err != nil {
 		t.Fatal(err)
@@ -252,4 +253,27 @@ func nextLine(t *testing.T, lines <-chan string) string {
 		t.Fatal("the worker said nothing for 30 s")
 	}
 	return ""
+}
+
+// waitStopped waits until the process pid is stopped. SIGSTOP is not
+// synchronous: kill returns once the signal is pending, and on a busy machine
+// a thread of the target that another event wakes (the go-ahead arriving on
+// its stdin) can run on for a while before the group stop reaches it. Where
+// /proc cannot tell, it waits a moment instead.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+			return
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'T' {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("the worker (pid %d) did not stop within 10 s of SIGSTOP", pid)
 }
