@@ -265,6 +265,11 @@ func TestHalfClose(t *testing.T) {
 
 func TestHoldOpen(t *testing.T) {
 	p, c := setup(t)
+	// One round trip first: the proxy holds the connections it has accepted,
+	// and a dial returns before its accept loop has taken the connection.
+	if got, _, err := roundTrip(c, []byte("w"), 10*time.Second); err != nil || string(got) != "w" {
+		t.Fatalf("before HoldOpen: %q, %v", got, err)
+	}
 	p.HoldOpen()
 	var ne net.Error
 	if got, _, err := roundTrip(c, []byte("x"), 200*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {

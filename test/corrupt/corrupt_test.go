@@ -36,11 +36,7 @@ const (
 	testParts  = 2
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	childserver.RemoveBinary()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { childserver.Main(m) }
 
 // serverBinary returns the server binary, built once per run; it skips the
 // test without a Go toolchain.

@@ -21,11 +21,7 @@ import (
 	"github.com/sluicemq/sluice/test/internal/childserver"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	childserver.RemoveBinary()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { childserver.Main(m) }
 
 // binary returns the server binary, built once for the test run.
 func binary(t *testing.T) string { return childserver.Binary(t) }

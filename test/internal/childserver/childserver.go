@@ -254,6 +254,14 @@ func Binary(tb testing.TB) string {
 	return binPath
 }
 
+// Main runs a package's tests, then deletes the binary Binary built: call it
+// from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveBinary()
+	os.Exit(code)
+}
+
 // RemoveBinary deletes what Binary built, if anything.
 func RemoveBinary() {
 	if binDir != "" {
