@@ -30,6 +30,11 @@ type config struct {
 	Bin       string // the sluice binary for Child; built when empty
 	Dir       string // data and binary
 	Drain     time.Duration
+	// NoRateRule leaves the rate rule out of the verdict (the rates are still
+	// printed): the short test runs on a shared machine beside other test
+	// packages, where a slower second half says more about the neighbours
+	// than about the broker, and a test must not assert timings.
+	NoRateRule bool
 }
 
 const (
@@ -293,7 +298,7 @@ func soak(ctx context.Context, cfg config, br *broker, out io.Writer) (verdict, 
 	cwg.Wait()
 	fmt.Fprintf(out, "drained in %v\n", time.Since(drainBy.Add(-cfg.Drain)).Round(time.Millisecond))
 
-	v := judge(samples, elapsed)
+	v := judge(samples, elapsed, !cfg.NoRateRule)
 	v.published, v.consumed, v.lost = published.Load(), consumed.Load(), lost
 	if lost > 0 {
 		v.failures = append(v.failures, fmt.Sprintf("%d acknowledged messages not consumed %v after publishing stopped", lost, cfg.Drain))
@@ -318,7 +323,7 @@ func parseKey(k string) (p, seq int, ok bool) {
 //     the warm-up, left out);
 //   - goroutines or RSS grow without bound when the last sample is more than
 //     twice the sample at a third of the run and above the floor.
-func judge(samples []sample, elapsed time.Duration) verdict {
+func judge(samples []sample, elapsed time.Duration, rateRule bool) verdict {
 	v := verdict{duration: elapsed}
 	if len(samples) == 0 {
 		v.failures = append(v.failures, "no samples")
@@ -339,7 +344,7 @@ func judge(samples []sample, elapsed time.Duration) verdict {
 	body := rates[1:]
 	third := len(body) / 3
 	first, last := median(body[:third]), median(body[len(body)-third:])
-	if last < first/2 {
+	if rateRule && last < first/2 {
 		v.failures = append(v.failures, fmt.Sprintf("consume rate collapsed: median %.0f/s in the last third, %.0f/s in the first", last, first))
 	}
 	ref, end := samples[len(samples)/3], samples[len(samples)-1]
