@@ -280,6 +280,11 @@ const (
 	filterSchedules
 	// bySchedule: the stream of the schedule the request's name field names.
 	bySchedule
+	// anyToken: any valid token (ListDrills, which names no stream).
+	anyToken
+	// drillStreams: every permission on the scratch streams of a drill's
+	// live run, checked on their common prefix (RunDrill).
+	drillStreams
 )
 
 // rule is the permission a procedure needs, and where its stream is.
@@ -332,6 +337,9 @@ var rules = map[string]rule{
 	svc.ScheduleServicePauseScheduleProcedure:  {perm: Admin, kind: bySchedule, path: "name"},
 	svc.ScheduleServiceDeleteScheduleProcedure: {perm: Admin, kind: bySchedule, path: "name"},
 	svc.ScheduleServiceListSchedulesProcedure:  {perm: Admin, kind: filterSchedules},
+
+	svc.DrillServiceListDrillsProcedure: {kind: anyToken},
+	svc.DrillServiceRunDrillProcedure:   {perm: Admin, kind: drillStreams},
 }
 
 // stringField returns the string at a dotted path of m ("consumer.stream"),
@@ -373,6 +381,15 @@ func (i authInterceptor) check(ctx context.Context, tok *authToken, r rule, req 
 	switch r.kind {
 	case filterStreams, filterSchedules:
 		return nil // the answer is filtered
+	case anyToken:
+		return nil
+	case drillStreams:
+		for _, p := range permissions {
+			if !tok.may(p, drillStreamPrefix) {
+				return permissionDenied(tok, string(p)+" (a live drill needs all three)", drillStreamPrefix+"*")
+			}
+		}
+		return nil
 	case bySchedule:
 		name := stringField(m, r.path)
 		stream, found, err := i.scheduleStream(ctx, name)

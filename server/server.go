@@ -48,6 +48,10 @@ type Options struct {
 	// With Tokens, a scrape needs any one of them; /healthz and /readyz stay
 	// open.
 	Metrics *Metrics
+	// Console, when set, is served at / for every path the API and the
+	// endpoints above do not claim (package console). Its files are public;
+	// the data it shows comes through the API, with the user's token.
+	Console http.Handler
 
 	// Tokens, when not empty, turn authentication on: every call must carry
 	// one of them ("Authorization: Bearer <secret>"), or fail with
@@ -162,6 +166,8 @@ type Server struct {
 	// draining is cancelled by Drain; streams in progress end with it.
 	draining context.Context
 	drain    context.CancelFunc
+	// drills holds a token for each live drill run in progress.
+	drills chan struct{}
 }
 
 // New returns a Server for b. It does not own b: closing the broker stays with
@@ -170,7 +176,7 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, opts: opts.withDefaults()}
+	s := &Server{b: b, opts: opts.withDefaults(), drills: make(chan struct{}, MaxDrillsRunning)}
 	s.draining, s.drain = context.WithCancel(context.Background())
 
 	hopts := []connect.HandlerOption{
@@ -195,6 +201,7 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 	mux.Handle(sluicev1connect.NewSubscriptionServiceHandler(subscriptionService{s}, hopts...))
 	mux.Handle(sluicev1connect.NewConsumerServiceHandler(consumerService{s}, hopts...))
 	mux.Handle(sluicev1connect.NewScheduleServiceHandler(scheduleService{s}, hopts...))
+	mux.Handle(sluicev1connect.NewDrillServiceHandler(drillService{s}, hopts...))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -205,6 +212,9 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 			metrics = auth.requireToken(metrics)
 		}
 		mux.Handle("GET /metrics", metrics)
+	}
+	if s.opts.Console != nil {
+		mux.Handle("/", s.opts.Console)
 	}
 	s.h = refuseOverLimit(s.limitHeaders(s.limitBody(s.interruptOnDrain(mux))))
 	s.hs = s.newHTTPServer()

@@ -5796,6 +5796,371 @@ func (x *RetryInfo) GetRetryAfter() *durationpb.Duration {
 	return nil
 }
 
+// Drill is one design drill.
+type Drill struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// number: 1 to 4.
+	Number int32  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	Slug   string `protobuf:"bytes,2,opt,name=slug,proto3" json:"slug,omitempty"`
+	Title  string `protobuf:"bytes,3,opt,name=title,proto3" json:"title,omitempty"`
+	// question is the whiteboard prompt.
+	Question string `protobuf:"bytes,4,opt,name=question,proto3" json:"question,omitempty"`
+	// checklist is what a strong answer covers.
+	Checklist []string `protobuf:"bytes,5,rep,name=checklist,proto3" json:"checklist,omitempty"`
+	// live says what the live run shows.
+	Live          string `protobuf:"bytes,6,opt,name=live,proto3" json:"live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Drill) Reset() {
+	*x = Drill{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Drill) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Drill) ProtoMessage() {}
+
+func (x *Drill) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Drill.ProtoReflect.Descriptor instead.
+func (*Drill) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *Drill) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *Drill) GetSlug() string {
+	if x != nil {
+		return x.Slug
+	}
+	return ""
+}
+
+func (x *Drill) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Drill) GetQuestion() string {
+	if x != nil {
+		return x.Question
+	}
+	return ""
+}
+
+func (x *Drill) GetChecklist() []string {
+	if x != nil {
+		return x.Checklist
+	}
+	return nil
+}
+
+func (x *Drill) GetLive() string {
+	if x != nil {
+		return x.Live
+	}
+	return ""
+}
+
+type ListDrillsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDrillsRequest) Reset() {
+	*x = ListDrillsRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDrillsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDrillsRequest) ProtoMessage() {}
+
+func (x *ListDrillsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDrillsRequest.ProtoReflect.Descriptor instead.
+func (*ListDrillsRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{90}
+}
+
+type ListDrillsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Drills []*Drill               `protobuf:"bytes,1,rep,name=drills,proto3" json:"drills,omitempty"`
+	// min_timer and max_timer bound the whiteboard timer the user picks.
+	MinTimer      *durationpb.Duration `protobuf:"bytes,2,opt,name=min_timer,json=minTimer,proto3" json:"min_timer,omitempty"`
+	MaxTimer      *durationpb.Duration `protobuf:"bytes,3,opt,name=max_timer,json=maxTimer,proto3" json:"max_timer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDrillsResponse) Reset() {
+	*x = ListDrillsResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDrillsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDrillsResponse) ProtoMessage() {}
+
+func (x *ListDrillsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDrillsResponse.ProtoReflect.Descriptor instead.
+func (*ListDrillsResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *ListDrillsResponse) GetDrills() []*Drill {
+	if x != nil {
+		return x.Drills
+	}
+	return nil
+}
+
+func (x *ListDrillsResponse) GetMinTimer() *durationpb.Duration {
+	if x != nil {
+		return x.MinTimer
+	}
+	return nil
+}
+
+func (x *ListDrillsResponse) GetMaxTimer() *durationpb.Duration {
+	if x != nil {
+		return x.MaxTimer
+	}
+	return nil
+}
+
+type RunDrillRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// number: 1 to 4.
+	Number        int32 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunDrillRequest) Reset() {
+	*x = RunDrillRequest{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunDrillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunDrillRequest) ProtoMessage() {}
+
+func (x *RunDrillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunDrillRequest.ProtoReflect.Descriptor instead.
+func (*RunDrillRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *RunDrillRequest) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+// DrillFigure is one measured number of a live run.
+type DrillFigure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value float64                `protobuf:"fixed64,2,opt,name=value,proto3" json:"value,omitempty"`
+	// unit: "ms", "msg", "msg/s", "count" or "s".
+	Unit          string `protobuf:"bytes,3,opt,name=unit,proto3" json:"unit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrillFigure) Reset() {
+	*x = DrillFigure{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[93]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrillFigure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrillFigure) ProtoMessage() {}
+
+func (x *DrillFigure) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[93]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrillFigure.ProtoReflect.Descriptor instead.
+func (*DrillFigure) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{93}
+}
+
+func (x *DrillFigure) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DrillFigure) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *DrillFigure) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+// RunDrillResponse is one event of a live run, in order.
+type RunDrillResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: "step" (what happens next), "info" (an observation), "figures" (text
+	// and figures), "done" (the conclusion; the last event).
+	Kind    string         `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Text    string         `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Figures []*DrillFigure `protobuf:"bytes,3,rep,name=figures,proto3" json:"figures,omitempty"`
+	// at is the time since the run started.
+	At            *durationpb.Duration `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunDrillResponse) Reset() {
+	*x = RunDrillResponse{}
+	mi := &file_sluice_v1_sluice_proto_msgTypes[94]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunDrillResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunDrillResponse) ProtoMessage() {}
+
+func (x *RunDrillResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_sluice_proto_msgTypes[94]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunDrillResponse.ProtoReflect.Descriptor instead.
+func (*RunDrillResponse) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_sluice_proto_rawDescGZIP(), []int{94}
+}
+
+func (x *RunDrillResponse) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RunDrillResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *RunDrillResponse) GetFigures() []*DrillFigure {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *RunDrillResponse) GetAt() *durationpb.Duration {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_sluice_v1_sluice_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_sluice_proto_rawDesc = "" +
@@ -6177,7 +6542,30 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x06waited\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06waited\"G\n" +
 	"\tRetryInfo\x12:\n" +
 	"\vretry_after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryAfter*k\n" +
+	"retryAfter\"\x97\x01\n" +
+	"\x05Drill\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x12\n" +
+	"\x04slug\x18\x02 \x01(\tR\x04slug\x12\x14\n" +
+	"\x05title\x18\x03 \x01(\tR\x05title\x12\x1a\n" +
+	"\bquestion\x18\x04 \x01(\tR\bquestion\x12\x1c\n" +
+	"\tchecklist\x18\x05 \x03(\tR\tchecklist\x12\x12\n" +
+	"\x04live\x18\x06 \x01(\tR\x04live\"\x13\n" +
+	"\x11ListDrillsRequest\"\xae\x01\n" +
+	"\x12ListDrillsResponse\x12(\n" +
+	"\x06drills\x18\x01 \x03(\v2\x10.sluice.v1.DrillR\x06drills\x126\n" +
+	"\tmin_timer\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bminTimer\x126\n" +
+	"\tmax_timer\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bmaxTimer\")\n" +
+	"\x0fRunDrillRequest\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\"K\n" +
+	"\vDrillFigure\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value\x12\x12\n" +
+	"\x04unit\x18\x03 \x01(\tR\x04unit\"\x97\x01\n" +
+	"\x10RunDrillResponse\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x120\n" +
+	"\afigures\x18\x03 \x03(\v2\x16.sluice.v1.DrillFigureR\afigures\x12)\n" +
+	"\x02at\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x02at*k\n" +
 	"\x0fRetentionPolicy\x12 \n" +
 	"\x1cRETENTION_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RETENTION_POLICY_LIMITS\x10\x01\x12\x19\n" +
@@ -6247,7 +6635,11 @@ const file_sluice_v1_sluice_proto_rawDesc = "" +
 	"\x0eCreateSchedule\x12 .sluice.v1.CreateScheduleRequest\x1a!.sluice.v1.CreateScheduleResponse\x12R\n" +
 	"\rPauseSchedule\x12\x1f.sluice.v1.PauseScheduleRequest\x1a .sluice.v1.PauseScheduleResponse\x12U\n" +
 	"\x0eDeleteSchedule\x12 .sluice.v1.DeleteScheduleRequest\x1a!.sluice.v1.DeleteScheduleResponse\x12W\n" +
-	"\rListSchedules\x12\x1f.sluice.v1.ListSchedulesRequest\x1a .sluice.v1.ListSchedulesResponse\"\x03\x90\x02\x01B3Z1github.com/sluicemq/sluice/gen/sluice/v1;sluicev1b\x06proto3"
+	"\rListSchedules\x12\x1f.sluice.v1.ListSchedulesRequest\x1a .sluice.v1.ListSchedulesResponse\"\x03\x90\x02\x012\xa5\x01\n" +
+	"\fDrillService\x12N\n" +
+	"\n" +
+	"ListDrills\x12\x1c.sluice.v1.ListDrillsRequest\x1a\x1d.sluice.v1.ListDrillsResponse\"\x03\x90\x02\x01\x12E\n" +
+	"\bRunDrill\x12\x1a.sluice.v1.RunDrillRequest\x1a\x1b.sluice.v1.RunDrillResponse0\x01B3Z1github.com/sluicemq/sluice/gen/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_sluice_proto_rawDescOnce sync.Once
@@ -6262,7 +6654,7 @@ func file_sluice_v1_sluice_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_sluice_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 89)
+var file_sluice_v1_sluice_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_sluice_v1_sluice_proto_goTypes = []any{
 	(RetentionPolicy)(0),               // 0: sluice.v1.RetentionPolicy
 	(OverflowPolicy)(0),                // 1: sluice.v1.OverflowPolicy
@@ -6360,22 +6752,28 @@ var file_sluice_v1_sluice_proto_goTypes = []any{
 	(*FieldViolation)(nil),             // 93: sluice.v1.FieldViolation
 	(*StreamFull)(nil),                 // 94: sluice.v1.StreamFull
 	(*RetryInfo)(nil),                  // 95: sluice.v1.RetryInfo
-	(*durationpb.Duration)(nil),        // 96: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 97: google.protobuf.Timestamp
+	(*Drill)(nil),                      // 96: sluice.v1.Drill
+	(*ListDrillsRequest)(nil),          // 97: sluice.v1.ListDrillsRequest
+	(*ListDrillsResponse)(nil),         // 98: sluice.v1.ListDrillsResponse
+	(*RunDrillRequest)(nil),            // 99: sluice.v1.RunDrillRequest
+	(*DrillFigure)(nil),                // 100: sluice.v1.DrillFigure
+	(*RunDrillResponse)(nil),           // 101: sluice.v1.RunDrillResponse
+	(*durationpb.Duration)(nil),        // 102: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 103: google.protobuf.Timestamp
 }
 var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	8,   // 0: sluice.v1.StreamConfig.retention:type_name -> sluice.v1.Retention
 	1,   // 1: sluice.v1.StreamConfig.overflow:type_name -> sluice.v1.OverflowPolicy
-	96,  // 2: sluice.v1.StreamConfig.block_timeout:type_name -> google.protobuf.Duration
-	96,  // 3: sluice.v1.StreamConfig.dedupe_window:type_name -> google.protobuf.Duration
+	102, // 2: sluice.v1.StreamConfig.block_timeout:type_name -> google.protobuf.Duration
+	102, // 3: sluice.v1.StreamConfig.dedupe_window:type_name -> google.protobuf.Duration
 	2,   // 4: sluice.v1.StreamConfig.sync:type_name -> sluice.v1.SyncPolicy
-	96,  // 5: sluice.v1.StreamConfig.sync_interval:type_name -> google.protobuf.Duration
+	102, // 5: sluice.v1.StreamConfig.sync_interval:type_name -> google.protobuf.Duration
 	0,   // 6: sluice.v1.Retention.policy:type_name -> sluice.v1.RetentionPolicy
-	96,  // 7: sluice.v1.Retention.max_age:type_name -> google.protobuf.Duration
+	102, // 7: sluice.v1.Retention.max_age:type_name -> google.protobuf.Duration
 	7,   // 8: sluice.v1.StreamInfo.config:type_name -> sluice.v1.StreamConfig
 	10,  // 9: sluice.v1.StreamInfo.partitions:type_name -> sluice.v1.PartitionInfo
 	11,  // 10: sluice.v1.StreamInfo.counters:type_name -> sluice.v1.StreamCounters
-	96,  // 11: sluice.v1.StreamCounters.blocked_time:type_name -> google.protobuf.Duration
+	102, // 11: sluice.v1.StreamCounters.blocked_time:type_name -> google.protobuf.Duration
 	7,   // 12: sluice.v1.CreateStreamRequest.config:type_name -> sluice.v1.StreamConfig
 	9,   // 13: sluice.v1.CreateStreamResponse.stream:type_name -> sluice.v1.StreamInfo
 	7,   // 14: sluice.v1.UpdateStreamRequest.config:type_name -> sluice.v1.StreamConfig
@@ -6383,35 +6781,35 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	9,   // 16: sluice.v1.ListStreamsResponse.streams:type_name -> sluice.v1.StreamInfo
 	9,   // 17: sluice.v1.GetStreamResponse.stream:type_name -> sluice.v1.StreamInfo
 	22,  // 18: sluice.v1.Message.headers:type_name -> sluice.v1.Header
-	97,  // 19: sluice.v1.Message.time:type_name -> google.protobuf.Timestamp
-	97,  // 20: sluice.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
+	103, // 19: sluice.v1.Message.time:type_name -> google.protobuf.Timestamp
+	103, // 20: sluice.v1.Message.deliver_at:type_name -> google.protobuf.Timestamp
 	23,  // 21: sluice.v1.PublishRequest.message:type_name -> sluice.v1.Message
 	24,  // 22: sluice.v1.PublishResponse.position:type_name -> sluice.v1.Position
 	23,  // 23: sluice.v1.PublishBatchRequest.messages:type_name -> sluice.v1.Message
 	24,  // 24: sluice.v1.PublishBatchResponse.positions:type_name -> sluice.v1.Position
 	23,  // 25: sluice.v1.PublishStreamRequest.messages:type_name -> sluice.v1.Message
 	24,  // 26: sluice.v1.PublishStreamResponse.positions:type_name -> sluice.v1.Position
-	97,  // 27: sluice.v1.StartAt.time:type_name -> google.protobuf.Timestamp
-	97,  // 28: sluice.v1.Record.time:type_name -> google.protobuf.Timestamp
+	103, // 27: sluice.v1.StartAt.time:type_name -> google.protobuf.Timestamp
+	103, // 28: sluice.v1.Record.time:type_name -> google.protobuf.Timestamp
 	22,  // 29: sluice.v1.Record.headers:type_name -> sluice.v1.Header
 	31,  // 30: sluice.v1.ReadRequest.start:type_name -> sluice.v1.StartAt
 	32,  // 31: sluice.v1.ReadResponse.records:type_name -> sluice.v1.Record
 	31,  // 32: sluice.v1.SubscribeLiveRequest.start:type_name -> sluice.v1.StartAt
 	32,  // 33: sluice.v1.SubscribeLiveResponse.records:type_name -> sluice.v1.Record
 	3,   // 34: sluice.v1.SubscriptionConfig.mode:type_name -> sluice.v1.SubscriptionMode
-	96,  // 35: sluice.v1.SubscriptionConfig.lease:type_name -> google.protobuf.Duration
-	96,  // 36: sluice.v1.SubscriptionConfig.backoff_initial:type_name -> google.protobuf.Duration
-	96,  // 37: sluice.v1.SubscriptionConfig.backoff_max:type_name -> google.protobuf.Duration
-	96,  // 38: sluice.v1.SubscriptionConfig.session:type_name -> google.protobuf.Duration
+	102, // 35: sluice.v1.SubscriptionConfig.lease:type_name -> google.protobuf.Duration
+	102, // 36: sluice.v1.SubscriptionConfig.backoff_initial:type_name -> google.protobuf.Duration
+	102, // 37: sluice.v1.SubscriptionConfig.backoff_max:type_name -> google.protobuf.Duration
+	102, // 38: sluice.v1.SubscriptionConfig.session:type_name -> google.protobuf.Duration
 	4,   // 39: sluice.v1.SubscriptionConfig.delivery:type_name -> sluice.v1.DeliveryGuarantee
 	37,  // 40: sluice.v1.SubscriptionInfo.config:type_name -> sluice.v1.SubscriptionConfig
-	97,  // 41: sluice.v1.SubscriptionInfo.next_due:type_name -> google.protobuf.Timestamp
-	97,  // 42: sluice.v1.SubscriptionInfo.oldest_unsettled:type_name -> google.protobuf.Timestamp
+	103, // 41: sluice.v1.SubscriptionInfo.next_due:type_name -> google.protobuf.Timestamp
+	103, // 42: sluice.v1.SubscriptionInfo.oldest_unsettled:type_name -> google.protobuf.Timestamp
 	39,  // 43: sluice.v1.SubscriptionInfo.members:type_name -> sluice.v1.GroupMember
 	40,  // 44: sluice.v1.SubscriptionInfo.partitions:type_name -> sluice.v1.SubscriptionPartition
-	97,  // 45: sluice.v1.GroupMember.last_seen:type_name -> google.protobuf.Timestamp
-	97,  // 46: sluice.v1.ParkedKey.not_before:type_name -> google.protobuf.Timestamp
-	97,  // 47: sluice.v1.DeadLetterAttempt.at:type_name -> google.protobuf.Timestamp
+	103, // 45: sluice.v1.GroupMember.last_seen:type_name -> google.protobuf.Timestamp
+	103, // 46: sluice.v1.ParkedKey.not_before:type_name -> google.protobuf.Timestamp
+	103, // 47: sluice.v1.DeadLetterAttempt.at:type_name -> google.protobuf.Timestamp
 	24,  // 48: sluice.v1.DeadLetter.source:type_name -> sluice.v1.Position
 	43,  // 49: sluice.v1.DeadLetter.attempts:type_name -> sluice.v1.DeadLetterAttempt
 	32,  // 50: sluice.v1.DeadLetter.message:type_name -> sluice.v1.Record
@@ -6426,109 +6824,118 @@ var file_sluice_v1_sluice_proto_depIdxs = []int32{
 	44,  // 59: sluice.v1.GetDeadLetterResponse.dead_letter:type_name -> sluice.v1.DeadLetter
 	42,  // 60: sluice.v1.RedriveDeadLettersRequest.query:type_name -> sluice.v1.DeadLetterQuery
 	32,  // 61: sluice.v1.Delivery.record:type_name -> sluice.v1.Record
-	97,  // 62: sluice.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	103, // 62: sluice.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
 	67,  // 63: sluice.v1.FetchRequest.consumer:type_name -> sluice.v1.Consumer
-	96,  // 64: sluice.v1.FetchRequest.wait:type_name -> google.protobuf.Duration
+	102, // 64: sluice.v1.FetchRequest.wait:type_name -> google.protobuf.Duration
 	65,  // 65: sluice.v1.FetchResponse.deliveries:type_name -> sluice.v1.Delivery
 	67,  // 66: sluice.v1.AckRequest.consumer:type_name -> sluice.v1.Consumer
 	66,  // 67: sluice.v1.AckRequest.delivery:type_name -> sluice.v1.DeliveryRef
 	67,  // 68: sluice.v1.NackRequest.consumer:type_name -> sluice.v1.Consumer
 	66,  // 69: sluice.v1.NackRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	96,  // 70: sluice.v1.NackRequest.delay:type_name -> google.protobuf.Duration
+	102, // 70: sluice.v1.NackRequest.delay:type_name -> google.protobuf.Duration
 	67,  // 71: sluice.v1.TermRequest.consumer:type_name -> sluice.v1.Consumer
 	66,  // 72: sluice.v1.TermRequest.delivery:type_name -> sluice.v1.DeliveryRef
 	67,  // 73: sluice.v1.ExtendRequest.consumer:type_name -> sluice.v1.Consumer
 	66,  // 74: sluice.v1.ExtendRequest.delivery:type_name -> sluice.v1.DeliveryRef
-	96,  // 75: sluice.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
-	97,  // 76: sluice.v1.ExtendResponse.deadline:type_name -> google.protobuf.Timestamp
+	102, // 75: sluice.v1.ExtendRequest.by:type_name -> google.protobuf.Duration
+	103, // 76: sluice.v1.ExtendResponse.deadline:type_name -> google.protobuf.Timestamp
 	66,  // 77: sluice.v1.Settlement.delivery:type_name -> sluice.v1.DeliveryRef
 	5,   // 78: sluice.v1.Settlement.action:type_name -> sluice.v1.SettleAction
-	96,  // 79: sluice.v1.Settlement.delay:type_name -> google.protobuf.Duration
-	96,  // 80: sluice.v1.Settlement.by:type_name -> google.protobuf.Duration
+	102, // 79: sluice.v1.Settlement.delay:type_name -> google.protobuf.Duration
+	102, // 80: sluice.v1.Settlement.by:type_name -> google.protobuf.Duration
 	93,  // 81: sluice.v1.Status.field_violation:type_name -> sluice.v1.FieldViolation
 	79,  // 82: sluice.v1.SettlementResult.error:type_name -> sluice.v1.Status
-	97,  // 83: sluice.v1.SettlementResult.deadline:type_name -> google.protobuf.Timestamp
+	103, // 83: sluice.v1.SettlementResult.deadline:type_name -> google.protobuf.Timestamp
 	67,  // 84: sluice.v1.ConsumeRequest.consumer:type_name -> sluice.v1.Consumer
 	78,  // 85: sluice.v1.ConsumeRequest.settlements:type_name -> sluice.v1.Settlement
 	65,  // 86: sluice.v1.ConsumeResponse.deliveries:type_name -> sluice.v1.Delivery
 	80,  // 87: sluice.v1.ConsumeResponse.results:type_name -> sluice.v1.SettlementResult
 	23,  // 88: sluice.v1.ScheduleConfig.message:type_name -> sluice.v1.Message
-	96,  // 89: sluice.v1.ScheduleConfig.every:type_name -> google.protobuf.Duration
+	102, // 89: sluice.v1.ScheduleConfig.every:type_name -> google.protobuf.Duration
 	6,   // 90: sluice.v1.ScheduleConfig.missed:type_name -> sluice.v1.MissedPolicy
 	83,  // 91: sluice.v1.ScheduleInfo.config:type_name -> sluice.v1.ScheduleConfig
-	97,  // 92: sluice.v1.ScheduleInfo.next_fire:type_name -> google.protobuf.Timestamp
-	97,  // 93: sluice.v1.ScheduleInfo.last_tick:type_name -> google.protobuf.Timestamp
+	103, // 92: sluice.v1.ScheduleInfo.next_fire:type_name -> google.protobuf.Timestamp
+	103, // 93: sluice.v1.ScheduleInfo.last_tick:type_name -> google.protobuf.Timestamp
 	83,  // 94: sluice.v1.CreateScheduleRequest.config:type_name -> sluice.v1.ScheduleConfig
 	84,  // 95: sluice.v1.CreateScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
 	84,  // 96: sluice.v1.PauseScheduleResponse.schedule:type_name -> sluice.v1.ScheduleInfo
 	84,  // 97: sluice.v1.ListSchedulesResponse.schedules:type_name -> sluice.v1.ScheduleInfo
-	96,  // 98: sluice.v1.StreamFull.waited:type_name -> google.protobuf.Duration
-	96,  // 99: sluice.v1.RetryInfo.retry_after:type_name -> google.protobuf.Duration
-	12,  // 100: sluice.v1.StreamService.CreateStream:input_type -> sluice.v1.CreateStreamRequest
-	14,  // 101: sluice.v1.StreamService.UpdateStream:input_type -> sluice.v1.UpdateStreamRequest
-	16,  // 102: sluice.v1.StreamService.DeleteStream:input_type -> sluice.v1.DeleteStreamRequest
-	18,  // 103: sluice.v1.StreamService.ListStreams:input_type -> sluice.v1.ListStreamsRequest
-	20,  // 104: sluice.v1.StreamService.GetStream:input_type -> sluice.v1.GetStreamRequest
-	25,  // 105: sluice.v1.PublishService.Publish:input_type -> sluice.v1.PublishRequest
-	27,  // 106: sluice.v1.PublishService.PublishBatch:input_type -> sluice.v1.PublishBatchRequest
-	29,  // 107: sluice.v1.PublishService.PublishStream:input_type -> sluice.v1.PublishStreamRequest
-	33,  // 108: sluice.v1.ReadService.Read:input_type -> sluice.v1.ReadRequest
-	35,  // 109: sluice.v1.ReadService.SubscribeLive:input_type -> sluice.v1.SubscribeLiveRequest
-	45,  // 110: sluice.v1.SubscriptionService.CreateSubscription:input_type -> sluice.v1.CreateSubscriptionRequest
-	47,  // 111: sluice.v1.SubscriptionService.DeleteSubscription:input_type -> sluice.v1.DeleteSubscriptionRequest
-	49,  // 112: sluice.v1.SubscriptionService.ListSubscriptions:input_type -> sluice.v1.ListSubscriptionsRequest
-	51,  // 113: sluice.v1.SubscriptionService.GetSubscription:input_type -> sluice.v1.GetSubscriptionRequest
-	53,  // 114: sluice.v1.SubscriptionService.SeekSubscription:input_type -> sluice.v1.SeekSubscriptionRequest
-	55,  // 115: sluice.v1.SubscriptionService.ListParkedKeys:input_type -> sluice.v1.ListParkedKeysRequest
-	57,  // 116: sluice.v1.SubscriptionService.ListDeadLetters:input_type -> sluice.v1.ListDeadLettersRequest
-	59,  // 117: sluice.v1.SubscriptionService.GetDeadLetter:input_type -> sluice.v1.GetDeadLetterRequest
-	61,  // 118: sluice.v1.SubscriptionService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
-	63,  // 119: sluice.v1.SubscriptionService.PurgeDeadLetters:input_type -> sluice.v1.PurgeDeadLettersRequest
-	81,  // 120: sluice.v1.ConsumerService.Consume:input_type -> sluice.v1.ConsumeRequest
-	68,  // 121: sluice.v1.ConsumerService.Fetch:input_type -> sluice.v1.FetchRequest
-	70,  // 122: sluice.v1.ConsumerService.Ack:input_type -> sluice.v1.AckRequest
-	72,  // 123: sluice.v1.ConsumerService.Nack:input_type -> sluice.v1.NackRequest
-	74,  // 124: sluice.v1.ConsumerService.Term:input_type -> sluice.v1.TermRequest
-	76,  // 125: sluice.v1.ConsumerService.Extend:input_type -> sluice.v1.ExtendRequest
-	85,  // 126: sluice.v1.ScheduleService.CreateSchedule:input_type -> sluice.v1.CreateScheduleRequest
-	87,  // 127: sluice.v1.ScheduleService.PauseSchedule:input_type -> sluice.v1.PauseScheduleRequest
-	89,  // 128: sluice.v1.ScheduleService.DeleteSchedule:input_type -> sluice.v1.DeleteScheduleRequest
-	91,  // 129: sluice.v1.ScheduleService.ListSchedules:input_type -> sluice.v1.ListSchedulesRequest
-	13,  // 130: sluice.v1.StreamService.CreateStream:output_type -> sluice.v1.CreateStreamResponse
-	15,  // 131: sluice.v1.StreamService.UpdateStream:output_type -> sluice.v1.UpdateStreamResponse
-	17,  // 132: sluice.v1.StreamService.DeleteStream:output_type -> sluice.v1.DeleteStreamResponse
-	19,  // 133: sluice.v1.StreamService.ListStreams:output_type -> sluice.v1.ListStreamsResponse
-	21,  // 134: sluice.v1.StreamService.GetStream:output_type -> sluice.v1.GetStreamResponse
-	26,  // 135: sluice.v1.PublishService.Publish:output_type -> sluice.v1.PublishResponse
-	28,  // 136: sluice.v1.PublishService.PublishBatch:output_type -> sluice.v1.PublishBatchResponse
-	30,  // 137: sluice.v1.PublishService.PublishStream:output_type -> sluice.v1.PublishStreamResponse
-	34,  // 138: sluice.v1.ReadService.Read:output_type -> sluice.v1.ReadResponse
-	36,  // 139: sluice.v1.ReadService.SubscribeLive:output_type -> sluice.v1.SubscribeLiveResponse
-	46,  // 140: sluice.v1.SubscriptionService.CreateSubscription:output_type -> sluice.v1.CreateSubscriptionResponse
-	48,  // 141: sluice.v1.SubscriptionService.DeleteSubscription:output_type -> sluice.v1.DeleteSubscriptionResponse
-	50,  // 142: sluice.v1.SubscriptionService.ListSubscriptions:output_type -> sluice.v1.ListSubscriptionsResponse
-	52,  // 143: sluice.v1.SubscriptionService.GetSubscription:output_type -> sluice.v1.GetSubscriptionResponse
-	54,  // 144: sluice.v1.SubscriptionService.SeekSubscription:output_type -> sluice.v1.SeekSubscriptionResponse
-	56,  // 145: sluice.v1.SubscriptionService.ListParkedKeys:output_type -> sluice.v1.ListParkedKeysResponse
-	58,  // 146: sluice.v1.SubscriptionService.ListDeadLetters:output_type -> sluice.v1.ListDeadLettersResponse
-	60,  // 147: sluice.v1.SubscriptionService.GetDeadLetter:output_type -> sluice.v1.GetDeadLetterResponse
-	62,  // 148: sluice.v1.SubscriptionService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
-	64,  // 149: sluice.v1.SubscriptionService.PurgeDeadLetters:output_type -> sluice.v1.PurgeDeadLettersResponse
-	82,  // 150: sluice.v1.ConsumerService.Consume:output_type -> sluice.v1.ConsumeResponse
-	69,  // 151: sluice.v1.ConsumerService.Fetch:output_type -> sluice.v1.FetchResponse
-	71,  // 152: sluice.v1.ConsumerService.Ack:output_type -> sluice.v1.AckResponse
-	73,  // 153: sluice.v1.ConsumerService.Nack:output_type -> sluice.v1.NackResponse
-	75,  // 154: sluice.v1.ConsumerService.Term:output_type -> sluice.v1.TermResponse
-	77,  // 155: sluice.v1.ConsumerService.Extend:output_type -> sluice.v1.ExtendResponse
-	86,  // 156: sluice.v1.ScheduleService.CreateSchedule:output_type -> sluice.v1.CreateScheduleResponse
-	88,  // 157: sluice.v1.ScheduleService.PauseSchedule:output_type -> sluice.v1.PauseScheduleResponse
-	90,  // 158: sluice.v1.ScheduleService.DeleteSchedule:output_type -> sluice.v1.DeleteScheduleResponse
-	92,  // 159: sluice.v1.ScheduleService.ListSchedules:output_type -> sluice.v1.ListSchedulesResponse
-	130, // [130:160] is the sub-list for method output_type
-	100, // [100:130] is the sub-list for method input_type
-	100, // [100:100] is the sub-list for extension type_name
-	100, // [100:100] is the sub-list for extension extendee
-	0,   // [0:100] is the sub-list for field type_name
+	102, // 98: sluice.v1.StreamFull.waited:type_name -> google.protobuf.Duration
+	102, // 99: sluice.v1.RetryInfo.retry_after:type_name -> google.protobuf.Duration
+	96,  // 100: sluice.v1.ListDrillsResponse.drills:type_name -> sluice.v1.Drill
+	102, // 101: sluice.v1.ListDrillsResponse.min_timer:type_name -> google.protobuf.Duration
+	102, // 102: sluice.v1.ListDrillsResponse.max_timer:type_name -> google.protobuf.Duration
+	100, // 103: sluice.v1.RunDrillResponse.figures:type_name -> sluice.v1.DrillFigure
+	102, // 104: sluice.v1.RunDrillResponse.at:type_name -> google.protobuf.Duration
+	12,  // 105: sluice.v1.StreamService.CreateStream:input_type -> sluice.v1.CreateStreamRequest
+	14,  // 106: sluice.v1.StreamService.UpdateStream:input_type -> sluice.v1.UpdateStreamRequest
+	16,  // 107: sluice.v1.StreamService.DeleteStream:input_type -> sluice.v1.DeleteStreamRequest
+	18,  // 108: sluice.v1.StreamService.ListStreams:input_type -> sluice.v1.ListStreamsRequest
+	20,  // 109: sluice.v1.StreamService.GetStream:input_type -> sluice.v1.GetStreamRequest
+	25,  // 110: sluice.v1.PublishService.Publish:input_type -> sluice.v1.PublishRequest
+	27,  // 111: sluice.v1.PublishService.PublishBatch:input_type -> sluice.v1.PublishBatchRequest
+	29,  // 112: sluice.v1.PublishService.PublishStream:input_type -> sluice.v1.PublishStreamRequest
+	33,  // 113: sluice.v1.ReadService.Read:input_type -> sluice.v1.ReadRequest
+	35,  // 114: sluice.v1.ReadService.SubscribeLive:input_type -> sluice.v1.SubscribeLiveRequest
+	45,  // 115: sluice.v1.SubscriptionService.CreateSubscription:input_type -> sluice.v1.CreateSubscriptionRequest
+	47,  // 116: sluice.v1.SubscriptionService.DeleteSubscription:input_type -> sluice.v1.DeleteSubscriptionRequest
+	49,  // 117: sluice.v1.SubscriptionService.ListSubscriptions:input_type -> sluice.v1.ListSubscriptionsRequest
+	51,  // 118: sluice.v1.SubscriptionService.GetSubscription:input_type -> sluice.v1.GetSubscriptionRequest
+	53,  // 119: sluice.v1.SubscriptionService.SeekSubscription:input_type -> sluice.v1.SeekSubscriptionRequest
+	55,  // 120: sluice.v1.SubscriptionService.ListParkedKeys:input_type -> sluice.v1.ListParkedKeysRequest
+	57,  // 121: sluice.v1.SubscriptionService.ListDeadLetters:input_type -> sluice.v1.ListDeadLettersRequest
+	59,  // 122: sluice.v1.SubscriptionService.GetDeadLetter:input_type -> sluice.v1.GetDeadLetterRequest
+	61,  // 123: sluice.v1.SubscriptionService.RedriveDeadLetters:input_type -> sluice.v1.RedriveDeadLettersRequest
+	63,  // 124: sluice.v1.SubscriptionService.PurgeDeadLetters:input_type -> sluice.v1.PurgeDeadLettersRequest
+	81,  // 125: sluice.v1.ConsumerService.Consume:input_type -> sluice.v1.ConsumeRequest
+	68,  // 126: sluice.v1.ConsumerService.Fetch:input_type -> sluice.v1.FetchRequest
+	70,  // 127: sluice.v1.ConsumerService.Ack:input_type -> sluice.v1.AckRequest
+	72,  // 128: sluice.v1.ConsumerService.Nack:input_type -> sluice.v1.NackRequest
+	74,  // 129: sluice.v1.ConsumerService.Term:input_type -> sluice.v1.TermRequest
+	76,  // 130: sluice.v1.ConsumerService.Extend:input_type -> sluice.v1.ExtendRequest
+	85,  // 131: sluice.v1.ScheduleService.CreateSchedule:input_type -> sluice.v1.CreateScheduleRequest
+	87,  // 132: sluice.v1.ScheduleService.PauseSchedule:input_type -> sluice.v1.PauseScheduleRequest
+	89,  // 133: sluice.v1.ScheduleService.DeleteSchedule:input_type -> sluice.v1.DeleteScheduleRequest
+	91,  // 134: sluice.v1.ScheduleService.ListSchedules:input_type -> sluice.v1.ListSchedulesRequest
+	97,  // 135: sluice.v1.DrillService.ListDrills:input_type -> sluice.v1.ListDrillsRequest
+	99,  // 136: sluice.v1.DrillService.RunDrill:input_type -> sluice.v1.RunDrillRequest
+	13,  // 137: sluice.v1.StreamService.CreateStream:output_type -> sluice.v1.CreateStreamResponse
+	15,  // 138: sluice.v1.StreamService.UpdateStream:output_type -> sluice.v1.UpdateStreamResponse
+	17,  // 139: sluice.v1.StreamService.DeleteStream:output_type -> sluice.v1.DeleteStreamResponse
+	19,  // 140: sluice.v1.StreamService.ListStreams:output_type -> sluice.v1.ListStreamsResponse
+	21,  // 141: sluice.v1.StreamService.GetStream:output_type -> sluice.v1.GetStreamResponse
+	26,  // 142: sluice.v1.PublishService.Publish:output_type -> sluice.v1.PublishResponse
+	28,  // 143: sluice.v1.PublishService.PublishBatch:output_type -> sluice.v1.PublishBatchResponse
+	30,  // 144: sluice.v1.PublishService.PublishStream:output_type -> sluice.v1.PublishStreamResponse
+	34,  // 145: sluice.v1.ReadService.Read:output_type -> sluice.v1.ReadResponse
+	36,  // 146: sluice.v1.ReadService.SubscribeLive:output_type -> sluice.v1.SubscribeLiveResponse
+	46,  // 147: sluice.v1.SubscriptionService.CreateSubscription:output_type -> sluice.v1.CreateSubscriptionResponse
+	48,  // 148: sluice.v1.SubscriptionService.DeleteSubscription:output_type -> sluice.v1.DeleteSubscriptionResponse
+	50,  // 149: sluice.v1.SubscriptionService.ListSubscriptions:output_type -> sluice.v1.ListSubscriptionsResponse
+	52,  // 150: sluice.v1.SubscriptionService.GetSubscription:output_type -> sluice.v1.GetSubscriptionResponse
+	54,  // 151: sluice.v1.SubscriptionService.SeekSubscription:output_type -> sluice.v1.SeekSubscriptionResponse
+	56,  // 152: sluice.v1.SubscriptionService.ListParkedKeys:output_type -> sluice.v1.ListParkedKeysResponse
+	58,  // 153: sluice.v1.SubscriptionService.ListDeadLetters:output_type -> sluice.v1.ListDeadLettersResponse
+	60,  // 154: sluice.v1.SubscriptionService.GetDeadLetter:output_type -> sluice.v1.GetDeadLetterResponse
+	62,  // 155: sluice.v1.SubscriptionService.RedriveDeadLetters:output_type -> sluice.v1.RedriveDeadLettersResponse
+	64,  // 156: sluice.v1.SubscriptionService.PurgeDeadLetters:output_type -> sluice.v1.PurgeDeadLettersResponse
+	82,  // 157: sluice.v1.ConsumerService.Consume:output_type -> sluice.v1.ConsumeResponse
+	69,  // 158: sluice.v1.ConsumerService.Fetch:output_type -> sluice.v1.FetchResponse
+	71,  // 159: sluice.v1.ConsumerService.Ack:output_type -> sluice.v1.AckResponse
+	73,  // 160: sluice.v1.ConsumerService.Nack:output_type -> sluice.v1.NackResponse
+	75,  // 161: sluice.v1.ConsumerService.Term:output_type -> sluice.v1.TermResponse
+	77,  // 162: sluice.v1.ConsumerService.Extend:output_type -> sluice.v1.ExtendResponse
+	86,  // 163: sluice.v1.ScheduleService.CreateSchedule:output_type -> sluice.v1.CreateScheduleResponse
+	88,  // 164: sluice.v1.ScheduleService.PauseSchedule:output_type -> sluice.v1.PauseScheduleResponse
+	90,  // 165: sluice.v1.ScheduleService.DeleteSchedule:output_type -> sluice.v1.DeleteScheduleResponse
+	92,  // 166: sluice.v1.ScheduleService.ListSchedules:output_type -> sluice.v1.ListSchedulesResponse
+	98,  // 167: sluice.v1.DrillService.ListDrills:output_type -> sluice.v1.ListDrillsResponse
+	101, // 168: sluice.v1.DrillService.RunDrill:output_type -> sluice.v1.RunDrillResponse
+	137, // [137:169] is the sub-list for method output_type
+	105, // [105:137] is the sub-list for method input_type
+	105, // [105:105] is the sub-list for extension type_name
+	105, // [105:105] is the sub-list for extension extendee
+	0,   // [0:105] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_sluice_proto_init() }
@@ -6549,9 +6956,9 @@ func file_sluice_v1_sluice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_sluice_proto_rawDesc), len(file_sluice_v1_sluice_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   89,
+			NumMessages:   95,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_sluice_v1_sluice_proto_goTypes,
 		DependencyIndexes: file_sluice_v1_sluice_proto_depIdxs,

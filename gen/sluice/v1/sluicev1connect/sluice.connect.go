@@ -62,6 +62,8 @@ const (
 	ConsumerServiceName = "sluice.v1.ConsumerService"
 	// ScheduleServiceName is the fully-qualified name of the ScheduleService service.
 	ScheduleServiceName = "sluice.v1.ScheduleService"
+	// DrillServiceName is the fully-qualified name of the DrillService service.
+	DrillServiceName = "sluice.v1.DrillService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -153,6 +155,10 @@ const (
 	// ScheduleServiceListSchedulesProcedure is the fully-qualified name of the ScheduleService's
 	// ListSchedules RPC.
 	ScheduleServiceListSchedulesProcedure = "/sluice.v1.ScheduleService/ListSchedules"
+	// DrillServiceListDrillsProcedure is the fully-qualified name of the DrillService's ListDrills RPC.
+	DrillServiceListDrillsProcedure = "/sluice.v1.DrillService/ListDrills"
+	// DrillServiceRunDrillProcedure is the fully-qualified name of the DrillService's RunDrill RPC.
+	DrillServiceRunDrillProcedure = "/sluice.v1.DrillService/RunDrill"
 )
 
 // StreamServiceClient is a client for the sluice.v1.StreamService service.
@@ -1323,4 +1329,116 @@ func (UnimplementedScheduleServiceHandler) DeleteSchedule(context.Context, *conn
 
 func (UnimplementedScheduleServiceHandler) ListSchedules(context.Context, *connect.Request[v1.ListSchedulesRequest]) (*connect.Response[v1.ListSchedulesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.ScheduleService.ListSchedules is not implemented"))
+}
+
+// DrillServiceClient is a client for the sluice.v1.DrillService service.
+type DrillServiceClient interface {
+	// ListDrills returns the four drills. Any valid token may call it.
+	ListDrills(context.Context, *connect.Request[v1.ListDrillsRequest]) (*connect.Response[v1.ListDrillsResponse], error)
+	// RunDrill runs one drill's live scenario on scratch streams named
+	// "drill-<number>-<random>", created for the run and deleted when it ends,
+	// and streams its events as they happen. It needs admin, publish and
+	// consume on the stream name "drill-" (a pattern such as "drill-*" or "*").
+	// At most 2 run at once (resource_exhausted beyond), each for at most 2
+	// minutes.
+	RunDrill(context.Context, *connect.Request[v1.RunDrillRequest]) (*connect.ServerStreamForClient[v1.RunDrillResponse], error)
+}
+
+// NewDrillServiceClient constructs a client for the sluice.v1.DrillService service. By default, it
+// uses the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewDrillServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) DrillServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	drillServiceMethods := v1.File_sluice_v1_sluice_proto.Services().ByName("DrillService").Methods()
+	return &drillServiceClient{
+		listDrills: connect.NewClient[v1.ListDrillsRequest, v1.ListDrillsResponse](
+			httpClient,
+			baseURL+DrillServiceListDrillsProcedure,
+			connect.WithSchema(drillServiceMethods.ByName("ListDrills")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		runDrill: connect.NewClient[v1.RunDrillRequest, v1.RunDrillResponse](
+			httpClient,
+			baseURL+DrillServiceRunDrillProcedure,
+			connect.WithSchema(drillServiceMethods.ByName("RunDrill")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// drillServiceClient implements DrillServiceClient.
+type drillServiceClient struct {
+	listDrills *connect.Client[v1.ListDrillsRequest, v1.ListDrillsResponse]
+	runDrill   *connect.Client[v1.RunDrillRequest, v1.RunDrillResponse]
+}
+
+// ListDrills calls sluice.v1.DrillService.ListDrills.
+func (c *drillServiceClient) ListDrills(ctx context.Context, req *connect.Request[v1.ListDrillsRequest]) (*connect.Response[v1.ListDrillsResponse], error) {
+	return c.listDrills.CallUnary(ctx, req)
+}
+
+// RunDrill calls sluice.v1.DrillService.RunDrill.
+func (c *drillServiceClient) RunDrill(ctx context.Context, req *connect.Request[v1.RunDrillRequest]) (*connect.ServerStreamForClient[v1.RunDrillResponse], error) {
+	return c.runDrill.CallServerStream(ctx, req)
+}
+
+// DrillServiceHandler is an implementation of the sluice.v1.DrillService service.
+type DrillServiceHandler interface {
+	// ListDrills returns the four drills. Any valid token may call it.
+	ListDrills(context.Context, *connect.Request[v1.ListDrillsRequest]) (*connect.Response[v1.ListDrillsResponse], error)
+	// RunDrill runs one drill's live scenario on scratch streams named
+	// "drill-<number>-<random>", created for the run and deleted when it ends,
+	// and streams its events as they happen. It needs admin, publish and
+	// consume on the stream name "drill-" (a pattern such as "drill-*" or "*").
+	// At most 2 run at once (resource_exhausted beyond), each for at most 2
+	// minutes.
+	RunDrill(context.Context, *connect.Request[v1.RunDrillRequest], *connect.ServerStream[v1.RunDrillResponse]) error
+}
+
+// NewDrillServiceHandler builds an HTTP handler from the service implementation. It returns the
+// path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewDrillServiceHandler(svc DrillServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	drillServiceMethods := v1.File_sluice_v1_sluice_proto.Services().ByName("DrillService").Methods()
+	drillServiceListDrillsHandler := connect.NewUnaryHandler(
+		DrillServiceListDrillsProcedure,
+		svc.ListDrills,
+		connect.WithSchema(drillServiceMethods.ByName("ListDrills")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	drillServiceRunDrillHandler := connect.NewServerStreamHandler(
+		DrillServiceRunDrillProcedure,
+		svc.RunDrill,
+		connect.WithSchema(drillServiceMethods.ByName("RunDrill")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/sluice.v1.DrillService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case DrillServiceListDrillsProcedure:
+			drillServiceListDrillsHandler.ServeHTTP(w, r)
+		case DrillServiceRunDrillProcedure:
+			drillServiceRunDrillHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedDrillServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedDrillServiceHandler struct{}
+
+func (UnimplementedDrillServiceHandler) ListDrills(context.Context, *connect.Request[v1.ListDrillsRequest]) (*connect.Response[v1.ListDrillsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.DrillService.ListDrills is not implemented"))
+}
+
+func (UnimplementedDrillServiceHandler) RunDrill(context.Context, *connect.Request[v1.RunDrillRequest], *connect.ServerStream[v1.RunDrillResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("sluice.v1.DrillService.RunDrill is not implemented"))
 }
