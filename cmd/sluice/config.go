@@ -72,6 +72,11 @@ var settings = []setting{
 		field: func(c *serveConfig) any { return &c.Listen }},
 	{key: "insecure", flag: "insecure", kind: kindBool, def: "false",
 		usage: "allow a non-loopback --listen without authentication", field: func(c *serveConfig) any { return &c.Insecure }},
+	{key: "console", flag: "console", kind: kindBool, def: "true",
+		usage: "serve the web console at / on --listen (and on --console-listen)", field: func(c *serveConfig) any { return &c.Console }},
+	{key: "console_listen", flag: "console-listen", kind: kindString,
+		usage: "a second address serving the console on its own port, with the API beside it (the page calls it there); same exposure rule as --listen",
+		field: func(c *serveConfig) any { return &c.ConsoleListen }},
 	{key: "shutdown_grace", flag: "shutdown-grace", kind: kindDuration, def: shutdownGrace.String(),
 		usage: "how long a shutdown waits for calls in progress, 1ms..1h", field: func(c *serveConfig) any { return &c.ShutdownGrace }},
 	{key: "tls.cert", flag: "tls-cert", kind: kindString,
@@ -118,7 +123,7 @@ type fileToken struct {
 
 // defaultServeConfig is what sluice serve runs with when nothing is set.
 func defaultServeConfig() serveConfig {
-	return serveConfig{Data: "sluice-data", Listen: "127.0.0.1:7070", ShutdownGrace: shutdownGrace}
+	return serveConfig{Data: "sluice-data", Listen: "127.0.0.1:7070", Console: true, ShutdownGrace: shutdownGrace}
 }
 
 // loader builds a serveConfig, remembering where each setting came from.
@@ -409,6 +414,9 @@ func (l *loader) validate() error {
 	}
 	if c.Listen == "" {
 		return l.invalid("listen", "required")
+	}
+	if c.ConsoleListen != "" && !c.Console {
+		return l.invalid("console_listen", "set, but the console is off (console = false)")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		if c.TLSCert == "" {

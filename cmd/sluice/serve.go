@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluicemq/sluice"
+	"github.com/sluicemq/sluice/console"
 	"github.com/sluicemq/sluice/server"
 )
 
@@ -31,6 +32,12 @@ type serveConfig struct {
 	// Insecure allows a non-loopback Listen without authentication (tokens or
 	// client certificates).
 	Insecure bool
+	// Console serves the web console at / of Listen. Default true.
+	Console bool
+	// ConsoleListen, when set, is a second address that serves the console on
+	// a port of its own. The API is served there too, since the page calls
+	// the API on the address it came from.
+	ConsoleListen string
 	// ShutdownGrace bounds how long a shutdown waits for calls in progress.
 	// Default shutdownGrace.
 	ShutdownGrace time.Duration
@@ -90,32 +97,60 @@ func serve(ctx context.Context, cfg serveConfig) error {
 	if err := checkExposure(ln.Addr(), cfg, log); err != nil {
 		return errors.Join(err, ln.Close())
 	}
+	var consoleLn net.Listener
+	if cfg.ConsoleListen != "" {
+		if consoleLn, err = net.Listen("tcp", cfg.ConsoleListen); err != nil {
+			return errors.Join(fmt.Errorf("console_listen: %w", err), ln.Close())
+		}
+		if err := checkExposure(consoleLn.Addr(), cfg, log); err != nil {
+			return errors.Join(err, ln.Close(), consoleLn.Close())
+		}
+	}
+	closeListeners := func() error {
+		if consoleLn != nil {
+			return errors.Join(ln.Close(), consoleLn.Close())
+		}
+		return ln.Close()
+	}
 
 	start := time.Now()
 	metrics := server.NewMetrics()
 	b, err := sluice.Open(cfg.Data, &sluice.Options{Logger: log, OnSync: metrics.ObserveSync})
 	if err != nil {
-		return errors.Join(err, ln.Close())
+		return errors.Join(err, closeListeners())
 	}
 	metrics.Attach(b)
 	streams, _ := b.ListStreams(ctx)
 	log.Info("broker open", "data", cfg.Data, "streams", len(streams), "recovery", time.Since(start).Round(time.Millisecond))
 
 	opts.Metrics = metrics
+	if cfg.Console {
+		opts.Console = console.Handler()
+	}
 	api, err := server.New(b, &opts)
 	if err != nil {
-		return errors.Join(err, ln.Close(), b.Close())
+		return errors.Join(err, closeListeners(), b.Close())
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- api.Serve(ln) }()
 	log.Info("listening", "addr", scheme+"://"+ln.Addr().String(), "tokens", len(opts.Tokens),
-		"client_certificates", cfg.TLSClientCA != "")
+		"client_certificates", cfg.TLSClientCA != "", "console", cfg.Console)
+	if consoleLn != nil {
+		go func() { served <- api.Serve(consoleLn) }()
+		log.Info("console listening", "addr", scheme+"://"+consoleLn.Addr().String())
+	}
 	if cfg.listening != nil {
 		cfg.listening(ln.Addr().String())
 	}
 
 	select {
 	case err := <-served:
+		if consoleLn != nil { // the other listener still serves: stop it
+			sctx, cancel := context.WithTimeout(context.Background(), grace)
+			defer cancel()
+			err = errors.Join(err, api.Shutdown(sctx))
+			<-served
+		}
 		return errors.Join(err, b.Close())
 	case <-ctx.Done():
 	}
@@ -126,6 +161,9 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		log.Warn("calls still in progress after the grace period; their connections were closed", "grace", grace)
 	}
 	<-served // http.ErrServerClosed
+	if consoleLn != nil {
+		<-served
+	}
 	if err := b.Close(); err != nil {
 		return err
 	}

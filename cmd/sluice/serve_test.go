@@ -247,3 +247,55 @@ func (c *serveChild) stop(t *testing.T) string {
 	}
 	return all
 }
+
+// TestServeConsole: the console is at / of --listen, on a port of its own
+// with --console-listen (the API beside it, for the page), and gone with
+// --console=false.
+func TestServeConsole(t *testing.T) {
+	get := func(url string) (int, string) {
+		t.Helper()
+		res, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	child := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0")
+	var consoleURL string
+	re := regexp.MustCompile(`msg="console listening" addr=(http://\S+)`)
+	deadline := time.After(10 * time.Second)
+	for consoleURL == "" {
+		for _, line := range child.log {
+			if m := re.FindStringSubmatch(line); m != nil {
+				consoleURL = m[1]
+			}
+		}
+		if consoleURL != "" {
+			break
+		}
+		select {
+		case line := <-child.lines:
+			child.log = append(child.log, line)
+		case <-deadline:
+			t.Fatalf("no console address in the log:\n%s", strings.Join(child.log, "\n"))
+		}
+	}
+	for _, url := range []string{child.url, consoleURL} {
+		if code, body := get(url + "/"); code != 200 || !strings.Contains(body, "sluice console") {
+			t.Errorf("GET %s/: %d %.100q", url, code, body)
+		}
+	}
+	h1, _ := clients()
+	defer h1.CloseIdleConnections()
+	postJSON(t, h1, consoleURL+"/sluice.v1.StreamService/CreateStream", `{"config": {"name": "from-the-console-port"}}`)
+	h1.CloseIdleConnections()
+	child.stop(t)
+
+	off := startServe(t, serveEnv(), "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--console=false")
+	if code, _ := get(off.url + "/"); code != 404 {
+		t.Errorf("GET / with --console=false: %d, want 404", code)
+	}
+	off.stop(t)
+}
