@@ -148,7 +148,7 @@ func pageText(ctx context.Context) string {
 
 func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -411,7 +411,6 @@ func TestBrowserScreenshots(t *testing.T) {
 		click(`#checklist input[data-item="1"]`),
 		click(`#checklist input[data-item="3"]`),
 		click(`#run-live`),
-		waitJS(`!!document.querySelector("#live-done")`),
-		js(`document.querySelector("#checklist").scrollIntoView()`))
+		waitJS(`!!document.querySelector("#live-done")`))
 	screenshot(t, bctx, dir, "console-drill.png")
 }
