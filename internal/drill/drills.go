@@ -93,8 +93,8 @@ var drills = []Drill{
 			"returns, while one worker consumes a queue subscription and calls the downstream at " +
 			"its own pace, retrying with backoff. The run compares the latency and errors the " +
 			"callers see, measures the backlog's peak and how long it takes to drain after the " +
-			"spell, then times a caller that needs the answer, inline and through the queue with " +
-			"a reply stream.",
+			"spell. Then ten callers that need the answer arrive 10 ms apart, and the run times " +
+			"their answers inline and through the queue, with the worker answering on a reply stream.",
 	},
 	{
 		Number: 2,

@@ -160,7 +160,7 @@ func (r *run) poison() error {
 	for _, dl := range dls {
 		r.info("Dead letter at offset %d of %s: deliveries %d, reason %q, body %s.", dl.Offset, stream+"."+sub+sluice.DeadLetterSuffix, dl.Deliveries, dl.Reason, dl.Message.Body)
 		for i, a := range dl.Attempts {
-			r.info("  attempt %d at %s by %s: %s", i+1, a.At.Format("15:04:05.000"), a.Consumer, a.Error)
+			r.info("Attempt %d, at %s by %s: %s.", i+1, a.At.Format("15:04:05.000"), a.Consumer, a.Error)
 		}
 	}
 	attemptsKept := 0
@@ -261,7 +261,7 @@ func (r *run) watchParked(ctx context.Context, stream, sub string, dead <-chan s
 				continue
 			}
 			w.keys[pk.Key] = true
-			r.info("ParkedKeys lists %s: its payment at offset %d failed %d time(s) (%s); the next attempt is due in %v, and the later payments of the key wait behind it.",
+			r.info("ParkedKeys lists %s: its payment at offset %d failed on delivery %d (%s); the next attempt is due in %v, and the later payments of the key wait behind it.",
 				pk.Key, pk.Offset, pk.Deliveries, pk.LastError, time.Until(time.UnixMilli(pk.NotBefore)).Round(time.Millisecond))
 		}
 	}

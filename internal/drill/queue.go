@@ -23,8 +23,10 @@ const (
 	q1Slow         = 400 * time.Millisecond
 	q1SpellFrom    = 500 * time.Millisecond
 	q1SpellTo      = 1100 * time.Millisecond
-	// q1Answers is how many requests need an answer, in part 3.
-	q1Answers = 10
+	// In part 3, q1Answers callers that need the answer arrive
+	// q1AnswerInterval apart: faster than one worker answers them.
+	q1Answers        = 10
+	q1AnswerInterval = 10 * time.Millisecond
 	// q1Deadline bounds each part.
 	q1Deadline = 10 * time.Second
 )
@@ -127,21 +129,25 @@ func (r *run) queueOrNot() error {
 		Figure{"processed", float64(q.processed), "msg"})
 	r.info("The slow spell became a backlog instead of errors: the worker's failed calls were retried, and every request was processed %v after the downstream recovered. The request's outcome now reaches the user later, and some other way.", q.drain.Round(10*time.Millisecond))
 
-	r.step("3. Now a caller that needs the answer (a price quote): %d requests, one after another, inline and then through the queue with a reply stream.", q1Answers)
-	inlineAns, queuedAns, err := r.answers()
+	r.step("3. Now callers that need the answer (a price quote): %d of them, arriving %v apart, first calling the downstream inline, then through the queue, where one worker answers each on a reply stream.", q1Answers, q1AnswerInterval)
+	a, err := r.answers()
 	if err != nil {
 		return err
 	}
-	a50i, a99i := percentile(inlineAns, 50), percentile(inlineAns, 99)
-	a50q, a99q := percentile(queuedAns, 50), percentile(queuedAns, 99)
+	a50i, a99i := percentile(a.inline, 50), percentile(a.inline, 99)
+	a50q, a99q := percentile(a.queued, 50), percentile(a.queued, 99)
+	w50 := percentile(a.waits, 50)
 	r.figures("Time until the caller has its answer:",
 		Figure{"answer p50 inline", ms(a50i), "ms"},
 		Figure{"answer p99 inline", ms(a99i), "ms"},
 		Figure{"answer p50 through the queue", ms(a50q), "ms"},
-		Figure{"answer p99 through the queue", ms(a99q), "ms"})
-	r.info("Through the queue the answer costs a durable publish, the worker's fetch, the same call, a durable reply and the caller's read: %v more at the median, and two streams and a worker more to run.", (a50q - a50i).Round(100*time.Microsecond))
+		Figure{"answer p99 through the queue", ms(a99q), "ms"},
+		Figure{"wait for the worker p50", ms(w50), "ms"},
+		Figure{"wait for the worker p99", ms(percentile(a.waits, 99)), "ms"})
+	r.info("Through the queue each answer waited for the worker to reach its request (%v at the median), then for a durable reply and the caller's read. The worker's own pace, which protected the downstream in part 2, became the caller's wait. More workers would shorten it, never below the publish, fetch and reply the queue adds, and the reply stream, the correlation of replies and the workers are more to run.",
+		w50.Round(100*time.Microsecond))
 
-	r.done("A queue between two services pays when the caller does not need the result: here the callers' p99 went from %.0f ms to %.0f ms and their errors from %d to %d, and the slow spell became a backlog of %d messages, drained %.2f s after it ended. When the caller needs the answer, the queue only adds latency (p50 %.1f ms against %.1f ms inline) and moving parts: call inline with a timeout, bounded retries and a circuit breaker.",
+	r.done("A queue between two services pays when the caller does not need the result: here the callers' p99 went from %.0f ms to %.0f ms and their errors from %d to %d, and the slow spell became a backlog of %d messages, drained %.2f s after it ended. When the caller needs the answer, the queue made it wait (p50 %.1f ms against %.1f ms inline) and added moving parts: there, call inline with a timeout, bounded retries and a circuit breaker.",
 		ms(p99i), ms(p99q), errsi, errsq, q.peak, seconds(q.drain), ms(a50q), ms(a50i))
 	return nil
 }
@@ -286,90 +292,116 @@ func queueWorker(ctx context.Context, cons sluice.Consumer, ds downstream, bl *b
 	return failures, nil
 }
 
-// answers runs part 3 and returns the time each caller waited for its answer,
-// inline and through the queue.
-func (r *run) answers() (inline, queued []time.Duration, err error) {
+// answered is what part 3 measured, per caller.
+type answered struct {
+	inline, queued []time.Duration
+	// waits are the times from a publish's return to the worker taking the
+	// request up.
+	waits []time.Duration
+}
+
+// answers runs part 3: callers that need the answer, inline and then through
+// the queue, where one worker answers on a reply stream.
+func (r *run) answers() (answered, error) {
 	ctx, cancel := context.WithTimeout(r.ctx, q1Deadline)
 	defer cancel()
 	var ds downstream // no slow spell
-	for i := range q1Answers {
+	out := answered{inline: make([]time.Duration, q1Answers), queued: make([]time.Duration, q1Answers)}
+	errs := make([]error, q1Answers)
+	err := every(ctx, time.Now(), q1Answers, q1AnswerInterval, func(i int) {
 		t0 := time.Now()
-		if err := ds.call(ctx, i); err != nil {
-			return nil, nil, err
-		}
-		inline = append(inline, time.Since(t0))
+		errs[i] = ds.call(ctx, i)
+		out.inline[i] = time.Since(t0)
+	})
+	if err := errors.Join(append([]error{err}, errs...)...); err != nil {
+		return out, err
 	}
 
 	requests, err := r.s.stream(ctx, "quotes", 1)
 	if err != nil {
-		return nil, nil, err
+		return out, err
 	}
 	replies, err := r.s.stream(ctx, "replies", 1)
 	if err != nil {
-		return nil, nil, err
+		return out, err
 	}
 	if err := r.s.subscription(ctx, requests, sluice.SubscriptionConfig{Name: "quoter", Lease: 5 * time.Second}); err != nil {
-		return nil, nil, err
+		return out, err
 	}
 	cons, err := r.s.consumer(ctx, requests, "quoter", "quoter", 10)
 	if err != nil {
-		return nil, nil, err
+		return out, err
 	}
 	rd, err := r.s.c.NewReader(ctx, replies, sluice.ReaderConfig{Start: sluice.Earliest()})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", replies, err)
+		return out, fmt.Errorf("read %s: %w", replies, err)
 	}
 	defer rd.Close()
 
-	answered := make([]chan struct{}, q1Answers)
-	for i := range answered {
-		answered[i] = make(chan struct{})
+	done := make([]chan struct{}, q1Answers) // closed when request i is answered
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	var mu sync.Mutex
+	published, started := make([]time.Time, q1Answers), make([]time.Time, q1Answers)
+	onStart := func(id int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if id >= 0 && id < q1Answers && started[id].IsZero() {
+			started[id] = time.Now()
+		}
 	}
 	quit := make(chan struct{}) // closed when the worker or the reply reader returns
 	var quitOnce sync.Once
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	var werr, derr error
 	wg.Go(func() {
 		defer quitOnce.Do(func() { close(quit) })
-		werr = quoteWorker(ctx, cons, ds, r.s.c, replies)
+		werr = quoteWorker(ctx, cons, ds, r.s.c, replies, onStart)
 	})
 	wg.Go(func() {
 		defer quitOnce.Do(func() { close(quit) })
-		derr = dispatchReplies(ctx, rd, answered)
+		derr = dispatchReplies(ctx, rd, done)
 	})
-	fail := func(err error) ([]time.Duration, []time.Duration, error) {
-		cancel()
-		wg.Wait()
-		return nil, nil, errors.Join(err, werr, derr)
-	}
-	for i := range q1Answers {
+	errs = make([]error, q1Answers)
+	err = every(ctx, time.Now(), q1Answers, q1AnswerInterval, func(i int) {
 		t0 := time.Now()
 		if _, err := r.s.c.Publish(ctx, requests, sluice.Message{Body: []byte(strconv.Itoa(i))}); err != nil {
-			return fail(err)
+			errs[i] = err
+			return
 		}
+		mu.Lock()
+		published[i] = time.Now()
+		mu.Unlock()
 		t := time.NewTimer(q1Deadline)
+		defer t.Stop()
 		select {
-		case <-answered[i]:
-			t.Stop()
+		case <-done[i]:
+			out.queued[i] = time.Since(t0)
 		case <-quit:
-			t.Stop()
-			return fail(errors.New("drill: the quote worker or the reply reader stopped"))
+			errs[i] = errors.New("drill: the quote worker or the reply reader stopped")
 		case <-ctx.Done():
-			t.Stop()
-			return fail(ctx.Err())
+			errs[i] = ctx.Err()
 		case <-t.C:
-			return fail(fmt.Errorf("drill: the answer to quote %d: not within %v", i, q1Deadline))
+			errs[i] = fmt.Errorf("drill: the answer to quote %d: not within %v", i, q1Deadline)
 		}
-		queued = append(queued, time.Since(t0))
+	})
+	cancel()
+	wg.Wait()
+	if err := errors.Join(append([]error{err, werr, derr}, errs...)...); err != nil {
+		return out, err
 	}
-	return inline, queued, nil
+	for i := range q1Answers {
+		// The worker may take a request up before its publisher has noted
+		// the publish's return.
+		out.waits = append(out.waits, max(started[i].Sub(published[i]), 0))
+	}
+	return out, nil
 }
 
-// quoteWorker answers each request by publishing a reply whose body is the
-// request's.
-func quoteWorker(ctx context.Context, cons sluice.Consumer, ds downstream, c sluice.Client, replies string) error {
+// quoteWorker answers each request in turn by publishing a reply whose body
+// is the request's; onStart is told when it takes a request up.
+func quoteWorker(ctx context.Context, cons sluice.Consumer, ds downstream, c sluice.Client, replies string, onStart func(id int)) error {
 	for {
 		dels, err := cons.Fetch(ctx, 10)
 		if err != nil {
@@ -383,6 +415,7 @@ func quoteWorker(ctx context.Context, cons sluice.Consumer, ds downstream, c slu
 			if err != nil {
 				return fmt.Errorf("quote worker: request %q: %w", d.Body, err)
 			}
+			onStart(id)
 			if err := ds.call(ctx, id); err != nil {
 				return nil // without a slow spell, only the end of ctx fails a call
 			}
