@@ -28,6 +28,7 @@ func init() {
 		{"stats", "every stream and subscription: messages, backlog, in flight, lag", runStats},
 		{"top", "a live table of publish and consume rates, backlog and lag", runTop},
 		{"diskcheck", "measure fdatasync latency and synced sequential write bandwidth", runDiskcheck},
+		{"drill", "the four design drills: whiteboard, checklist, then a live run on an embedded broker", runDrill},
 		{"help", "show the help of a verb: sluice help VERB", runHelp},
 	}
 }
