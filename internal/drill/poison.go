@@ -53,19 +53,21 @@ type ledger struct {
 
 	mu       sync.Mutex
 	log      []applied
-	firstErr time.Time          // when the poisoned payment's first nack returned
-	parked   []sluice.ParkedKey // ParkedKeys right after that nack
-	deadAt   time.Time          // when its last nack, which dead-lettered it, returned
-	good     int                // payments applied, the redriven one included
-	notify   map[string]chan struct{}
+	firstErr time.Time // when the poisoned payment's first nack returned
+	deadAt   time.Time // when its last nack, which dead-lettered it, returned
+	applied  int       // payments applied, the redriven one included
 	errs     []error
+	// dead, others and redriven are closed (then set to nil) when the
+	// poisoned payment is dead-lettered, when every other payment was applied,
+	// and when the redriven payment was applied.
+	dead, others, redriven chan struct{}
 }
 
-// signal closes the channel named what, once.
-func (l *ledger) signalLocked(what string) {
-	if ch, ok := l.notify[what]; ok {
-		close(ch)
-		delete(l.notify, what)
+// closeLocked closes *ch unless it was already.
+func closeLocked(ch *chan struct{}) {
+	if *ch != nil {
+		close(*ch)
+		*ch = nil
 	}
 }
 
@@ -105,9 +107,8 @@ func (r *run) poison() error {
 		return err
 	}
 
-	l := &ledger{notify: map[string]chan struct{}{
-		"dead": make(chan struct{}), "good": make(chan struct{}), "redriven": make(chan struct{})}}
-	dead, good, redriven := l.notify["dead"], l.notify["good"], l.notify["redriven"]
+	dead, othersDone, redriven := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	l := &ledger{dead: dead, others: othersDone, redriven: redriven}
 	wctx, stopWorker := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -168,7 +169,7 @@ func (r *run) poison() error {
 		attemptsKept = len(dls[0].Attempts)
 	}
 
-	if err := waitFor(ctx, good, p3Wait, "the other payments"); err != nil {
+	if err := waitFor(ctx, othersDone, p3Wait, "the other payments"); err != nil {
 		return stop(err)
 	}
 	l.mu.Lock()
@@ -203,7 +204,7 @@ func (r *run) poison() error {
 			redone = append(redone, a)
 		}
 	}
-	total, errs := l.good, l.errs
+	total, errs := l.applied, l.errs
 	l.mu.Unlock()
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -333,14 +334,14 @@ func (l *ledger) apply(ctx context.Context, cons sluice.Consumer, d sluice.Deliv
 		l.firstErr = settled
 	case a.err != nil && d.Deliveries >= p3MaxDeliveries:
 		l.deadAt = settled
-		l.signalLocked("dead")
+		closeLocked(&l.dead)
 	case a.err == nil:
-		l.good++
-		if l.good == p3Payments-1 {
-			l.signalLocked("good")
+		l.applied++
+		if l.applied == p3Payments-1 {
+			closeLocked(&l.others)
 		}
 		if a.account == p3PoisonAccount && a.seq == p3PoisonSeq {
-			l.signalLocked("redriven")
+			closeLocked(&l.redriven)
 		}
 	}
 }
