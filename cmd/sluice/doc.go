@@ -9,6 +9,7 @@
 //	sluice schedule       create, list, pause, resume, delete schedules
 //	sluice stats, top     the state of every stream and subscription, once or live
 //	sluice diskcheck      measure this disk's fsync latency and synced write bandwidth
+//	sluice drill          the four design drills, run live on an embedded broker
 //
 // sluice help VERB prints a verb's usage with examples.
 package main

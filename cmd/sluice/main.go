@@ -33,8 +33,8 @@ func init() {
 	}
 }
 
-const globalHelp = `sluice is a durable message broker. 'sluice serve' runs it; the other verbs
-talk to a running server.
+const globalHelp = `sluice is a durable message broker. 'sluice serve' runs it; 'sluice drill'
+runs on a broker of its own; the other verbs talk to a running server.
 
 usage: sluice [global flags] VERB [arguments and flags]
 
