@@ -25,6 +25,9 @@ var (
 	// ErrCorrupt is returned when stored data fails its checksum. The bytes are never
 	// returned as data.
 	ErrCorrupt = logstore.ErrCorrupt
+	// ErrOffsetOutOfRange is returned by ReadBatches for an offset outside
+	// what a partition stores.
+	ErrOffsetOutOfRange = logstore.ErrOutOfRange
 	// ErrUnauthenticated is matched by the error of a call to a server that
 	// requires a token when none, or an unknown one, was sent.
 	ErrUnauthenticated = errors.New("sluice: unauthenticated")

@@ -1,0 +1,37 @@
+// Package kafka serves a sluice broker over Kafka's wire protocol, so that
+// unmodified Kafka clients (franz-go, librdkafka and kcat, the Java client,
+// kafkajs) produce, consume and join groups. `sluice serve --kafka-listen
+// ADDR` runs it beside the API.
+//
+// # The mapping
+//
+//   - A stream is a topic and its partitions are the topic's partitions. One
+//     node (NodeID 0) leads every partition and coordinates every group.
+//     Topic ids are derived from the stream's name.
+//   - Offsets are sluice offsets. A message's key, headers, body and time are
+//     the record's key, headers, value and timestamp.
+//   - Produce decodes each record batch (RecordBatch v2 only; CRC-32C checked;
+//     none, gzip, snappy, lz4 or zstd compression, decompressed within
+//     MaxDecompressedBytes) and publishes its records: durable before the
+//     answer, whatever acks asks for (acks=0 gets no answer). An idempotent
+//     producer's sequence numbers are checked per partition, and a retry of
+//     one of its last 5 batches is answered with the original offset, not
+//     stored twice. That state is memory only, as the records are stored
+//     without any header of sluice's: after a broker restart a producer's
+//     next batch is accepted whatever its sequence.
+//   - Fetch serves the stored batches as they are on disk: the log's format is
+//     RecordBatch v2, so nothing is decoded or re-encoded. Messages published
+//     through sluice's own API with an idempotency key or a delivery time
+//     carry it as a sluice-* record header, which Kafka consumers see.
+//   - Kafka consumer groups are sluice partitioned subscriptions named after
+//     the group: committed offsets, lag and the console show the same state
+//     whichever protocol the consumer speaks. Share groups (KIP-932) are queue
+//     subscriptions: per-record acknowledgement, retries and the dead-letter
+//     stream.
+//   - Authentication is SASL/PLAIN whose password is a bearer token of the
+//     server, with the same permissions as the API; errors map to Kafka codes.
+//
+// Each API key is served from a file named after it (produce.go, fetch.go,
+// ...), registered with its versions; ApiVersions answers exactly those.
+// Transactions are not supported: transactional ids are refused.
+package kafka
