@@ -542,3 +542,30 @@ func (a *authenticator) requireToken(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// Principal is a token the server knows, as listeners other than the API's
+// (the Kafka protocol's SASL) see it: its name and what it may do.
+type Principal struct{ t *authToken }
+
+// Name is the token's name.
+func (p Principal) Name() string { return p.t.name }
+
+// May reports whether the token has the permission ("publish", "consume" or
+// "admin") on the stream.
+func (p Principal) May(permission, stream string) bool { return p.t.may(Permission(permission), stream) }
+
+// Authenticate finds the token whose secret this is, comparing as the API
+// does (in constant time, against every token). Without tokens configured
+// it fails: there is nothing to authenticate against.
+func (s *Server) Authenticate(secret string) (Principal, error) {
+	if s.auth == nil {
+		return Principal{}, unauthenticated("the server has no tokens")
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Bearer "+secret)
+	t, err := s.auth.authenticate(h)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{t}, nil
+}

@@ -168,6 +168,8 @@ type Server struct {
 	drain    context.CancelFunc
 	// drills holds a token for each live drill run in progress.
 	drills chan struct{}
+	// auth checks bearer tokens; nil without Options.Tokens.
+	auth *authenticator
 }
 
 // New returns a Server for b. It does not own b: closing the broker stays with
@@ -191,6 +193,7 @@ func New(b *sluice.Broker, opts *Options) (*Server, error) {
 	var auth *authenticator
 	if len(s.opts.Tokens) > 0 {
 		auth = newAuthenticator(s.opts.Tokens)
+		s.auth = auth
 		// First, so that a call without a valid token reaches nothing else.
 		hopts = append([]connect.HandlerOption{connect.WithInterceptors(authInterceptor{s, auth})}, hopts...)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicemq/sluice"
 	"github.com/sluicemq/sluice/console"
+	"github.com/sluicemq/sluice/kafka"
 	"github.com/sluicemq/sluice/server"
 )
 
@@ -38,6 +39,10 @@ type serveConfig struct {
 	// a port of its own. The API is served there too, since the page calls
 	// the API on the address it came from.
 	ConsoleListen string
+	// KafkaListen, when set, is an address that serves Kafka's wire
+	// protocol (package kafka) with Kafka's options.
+	KafkaListen string
+	Kafka       kafka.Options
 	// ShutdownGrace bounds how long a shutdown waits for calls in progress.
 	// Default shutdownGrace.
 	ShutdownGrace time.Duration
@@ -106,11 +111,17 @@ func serve(ctx context.Context, cfg serveConfig) error {
 			return errors.Join(err, ln.Close(), consoleLn.Close())
 		}
 	}
-	closeListeners := func() error {
-		if consoleLn != nil {
-			return errors.Join(ln.Close(), consoleLn.Close())
+	var kafkaLn net.Listener
+	if cfg.KafkaListen != "" {
+		if kafkaLn, err = net.Listen("tcp", cfg.KafkaListen); err != nil {
+			return errors.Join(fmt.Errorf("kafka.listen: %w", err), ln.Close(), closeIf(consoleLn))
 		}
-		return ln.Close()
+		if err := checkExposure(kafkaLn.Addr(), cfg, log); err != nil {
+			return errors.Join(err, ln.Close(), closeIf(consoleLn), kafkaLn.Close())
+		}
+	}
+	closeListeners := func() error {
+		return errors.Join(ln.Close(), closeIf(consoleLn), closeIf(kafkaLn))
 	}
 
 	start := time.Now()
@@ -139,24 +150,59 @@ func serve(ctx context.Context, cfg serveConfig) error {
 		go func() { served <- api.Serve(consoleLn) }()
 		log.Info("console listening", "addr", scheme+"://"+consoleLn.Addr().String())
 	}
+	var kafkaSrv *kafka.Server
+	kafkaServed := make(chan error, 1)
+	if kafkaLn != nil {
+		kopts := cfg.Kafka
+		kopts.Logger, kopts.TLS = log, opts.TLS
+		if len(opts.Tokens) > 0 {
+			kopts.Authenticate = func(token string) (kafka.Principal, error) {
+				p, err := api.Authenticate(token)
+				if err != nil {
+					return nil, err
+				}
+				return p, nil
+			}
+		}
+		if kafkaSrv, err = kafka.New(b, &kopts); err != nil {
+			api.Shutdown(context.Background())
+			return errors.Join(err, closeListeners(), b.Close())
+		}
+		go func() { kafkaServed <- kafkaSrv.Serve(kafkaLn) }()
+		log.Info("kafka listening", "addr", kafkaLn.Addr().String(), "sasl", kopts.Authenticate != nil, "tls", kopts.TLS != nil)
+	}
 	if cfg.listening != nil {
 		cfg.listening(ln.Addr().String())
 	}
 
 	select {
 	case err := <-served:
-		if consoleLn != nil { // the other listener still serves: stop it
-			sctx, cancel := context.WithTimeout(context.Background(), grace)
-			defer cancel()
+		// A listener failed: stop the others before closing the broker.
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if consoleLn != nil {
 			err = errors.Join(err, api.Shutdown(sctx))
 			<-served
 		}
+		if kafkaSrv != nil {
+			err = errors.Join(err, kafkaSrv.Shutdown(sctx))
+			<-kafkaServed
+		}
 		return errors.Join(err, b.Close())
+	case err := <-kafkaServed:
+		log.Error("the kafka listener failed; shutting down", "error", err)
+		kafkaServed <- err // for the wait below
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	if kafkaSrv != nil {
+		if err := kafkaSrv.Shutdown(sctx); err != nil {
+			log.Warn("kafka connections still closing after the grace period", "grace", grace)
+		}
+		<-kafkaServed
+	}
 	if err := api.Shutdown(sctx); err != nil {
 		log.Warn("calls still in progress after the grace period; their connections were closed", "grace", grace)
 	}
@@ -211,4 +257,12 @@ func checkExposure(addr net.Addr, cfg serveConfig, log *slog.Logger) error {
 		log.Warn("tokens travel in the clear on a non-loopback address: configure TLS (--tls-cert, --tls-key)", "addr", addr.String())
 	}
 	return nil
+}
+
+// closeIf closes a listener that may be nil.
+func closeIf(ln net.Listener) error {
+	if ln == nil {
+		return nil
+	}
+	return ln.Close()
 }

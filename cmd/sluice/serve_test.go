@@ -21,6 +21,9 @@ import (
 	"github.com/sluicemq/sluice"
 	sluicev1 "github.com/sluicemq/sluice/gen/sluice/v1"
 	"github.com/sluicemq/sluice/gen/sluice/v1/sluicev1connect"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
 // TestMain runs the binary itself when a test starts this test binary as a
@@ -298,4 +301,79 @@ func TestServeConsole(t *testing.T) {
 		t.Errorf("GET / with --console=false: %d, want 404", code)
 	}
 	off.stop(t)
+}
+
+// logAddr waits for a log line of the child that matches re and returns the
+// regexp's first group.
+func (c *serveChild) logAddr(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		for _, line := range c.log {
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m[1]
+			}
+		}
+		select {
+		case line := <-c.lines:
+			c.log = append(c.log, line)
+		case <-deadline:
+			t.Fatalf("no line matching %v in the log:\n%s", re, strings.Join(c.log, "\n"))
+		}
+	}
+}
+
+// TestServeKafka: with --kafka-listen and a token, a Kafka client logs in
+// with SASL/PLAIN (the token as password), produces, and the API sees the
+// message; a wrong token produces nothing.
+func TestServeKafka(t *testing.T) {
+	const token = "kafka-serve-test-token-0123456789"
+	child := startServe(t, serveEnv("SLUICE_TOKEN="+token), "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0")
+	addr := child.logAddr(t, regexp.MustCompile(`msg="kafka listening" addr=(\S+)`))
+	h1, _ := clients()
+	defer h1.CloseIdleConnections()
+	call := func(path, body string) (int, string) {
+		req, _ := http.NewRequest("POST", child.url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := h1.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := call("/sluice.v1.StreamService/CreateStream", `{"config": {"name": "events", "partitions": 2}}`); code != 200 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("events"),
+		kgo.SASL(plain.Auth{User: "app", Pass: token}.AsMechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte("from kafka")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := call("/sluice.v1.StreamService/GetStream", `{"name": "events"}`); code != 200 || !strings.Contains(body, `"messages":"1"`) {
+		t.Fatalf("the stream after a Kafka produce: %d %s", code, body)
+	}
+	bad, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("events"),
+		kgo.SASL(plain.Auth{User: "app", Pass: "wrong-token-0000000000000"}.AsMechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	bctx, bcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer bcancel()
+	if err := bad.ProduceSync(bctx, &kgo.Record{Value: []byte("x")}).FirstErr(); err == nil {
+		t.Fatal("a wrong token produced")
+	}
+	h1.CloseIdleConnections()
+	if log := child.stop(t); !strings.Contains(log, "kafka: SASL authentication failed") {
+		t.Errorf("no log of the failed login:\n%s", log)
+	}
 }
