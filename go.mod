@@ -12,6 +12,7 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.26
 	github.com/rabbitmq/amqp091-go v1.16.0
 	github.com/twmb/franz-go v1.21.7
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260515175617-8268a5d078c0
 	github.com/twmb/franz-go/pkg/kmsg v1.13.1
 	go.uber.org/goleak v1.3.0
 	google.golang.org/protobuf v1.36.12

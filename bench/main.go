@@ -320,10 +320,14 @@ func run(st settings, sel selection, stdout, progress io.Writer) error {
 					o.err = err
 					continue
 				}
-				if c.skip != nil {
-					if o.skipped = c.skip(f); o.skipped != "" {
-						continue
-					}
+				if f.Skip != nil {
+					o.skipped = f.Skip(c.id)
+				}
+				if o.skipped == "" && c.skip != nil {
+					o.skipped = c.skip(f)
+				}
+				if o.skipped != "" {
+					continue
 				}
 				began := time.Now()
 				s, skipped, err := runOnce(st, c, f)
@@ -347,6 +351,7 @@ func run(st settings, sel selection, stdout, progress io.Writer) error {
 	}
 	rep.elapsed = time.Since(rep.started)
 	rep.markdown(stdout)
+	kafkaSummary(stdout, rep)
 	if sel.out != "" {
 		if err := rep.writeJSON(sel.out); err != nil {
 			return err

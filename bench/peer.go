@@ -106,6 +106,10 @@ type peerFactory struct {
 	// errUnreachable or not) skips the peer for the whole run, with one line
 	// saying why.
 	Probe func(ctx context.Context) error
+	// Skip, when set, returns why the system does not run a workload
+	// variant, given its id ("W2-c4", "memory"...), or "". It is asked
+	// before the peer is opened, and its reason comes before the cell's own.
+	Skip func(cellID string) string
 	// Open returns the peer with an empty state for one run. dir is a fresh
 	// temporary directory the peer may use for its data; it is removed after
 	// Close. The peer's broker runs in the harness's process when opts.Process
@@ -205,7 +209,7 @@ type memoryReporter interface {
 // peers is every system the harness knows, in table order. The in-process
 // ones are listed here; the files of the external peers append theirs from
 // init(), which runs after this is set.
-var peers = append(sluiceFactories(), natsFactories()...)
+var peers = append(append(sluiceFactories(), natsFactories()...), kafkaFactories()...)
 
 // register adds a factory to peers; files of external peers call it from
 // init().
