@@ -25,6 +25,10 @@ const (
 	defaultFetchMaxBytes = 50 << 20
 )
 
+// noBatches is the records of a partition with nothing to return: empty,
+// not null, which some clients (librdkafka) refuse as a bad message set.
+var noBatches = []byte{}
+
 // fetchPart is one partition of a fetch and its answer.
 type fetchPart struct {
 	topic  string
@@ -52,6 +56,7 @@ func (s *Server) fetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Re
 			*p = kmsg.NewFetchResponseTopicPartition()
 			p.Partition = rt.Partitions[j].Partition
 			p.HighWatermark, p.LastStableOffset, p.LogStartOffset = -1, -1, -1
+			p.RecordBatches = noBatches
 			if !c.may("consume", rt.Topic) {
 				p.ErrorCode = errTopicAuth
 				continue
@@ -86,7 +91,7 @@ func (s *Server) fetchOnce(ctx context.Context, parts []*fetchPart, budget int) 
 	total := 0
 	for _, fp := range parts {
 		p := fp.resp
-		p.RecordBatches, p.ErrorCode, fp.atTail = nil, 0, false
+		p.RecordBatches, p.ErrorCode, fp.atTail = noBatches, 0, false
 		limit := min(int(fp.req.PartitionMaxBytes), budget-total, sluice.MaxReadBatchesBytes)
 		if limit <= 0 {
 			if total > 0 {
@@ -112,7 +117,9 @@ func (s *Server) fetchOnce(ctx context.Context, parts []*fetchPart, budget int) 
 			}
 			continue
 		}
-		p.RecordBatches = rd.Batches
+		if len(rd.Batches) > 0 {
+			p.RecordBatches = rd.Batches
+		}
 		total += len(rd.Batches)
 		fp.atTail = len(rd.Batches) == 0
 	}
