@@ -226,6 +226,9 @@ func parseConsumerHeartbeat(c *conn, req *kmsg.ConsumerGroupHeartbeatRequest) (*
 			return invalid("%d subscribed topics, limit MaxSubscribedTopics=%d", len(req.SubscribedTopicNames), MaxSubscribedTopics)
 		}
 		hb.names = slices.Compact(slices.Sorted(slices.Values(req.SubscribedTopicNames)))
+		if hb.names == nil {
+			hb.names = []string{} // subscribed to no name, not unchanged
+		}
 		for _, t := range hb.names {
 			if !c.may("consume", t) {
 				return nil, errTopicAuth, fmt.Sprintf("not authorized to consume topic %q", t)
@@ -279,13 +282,13 @@ func (g *groups) refreshDue(group string, hb *consumerHeartbeat) ([]string, []*r
 			due = due || !grp.lookedRe[r]
 		}
 		for id, m := range grp.members {
-			if id == hb.memberID && hb.names != nil {
-				continue // replaced by the request's
+			self := id == hb.memberID // the request replaces what it sends
+			if !self || hb.names == nil {
+				for _, n := range m.names {
+					names[n] = true
+				}
 			}
-			for _, n := range m.names {
-				names[n] = true
-			}
-			if m.re != nil && !(id == hb.memberID && hb.regex != nil) {
+			if m.re != nil && (!self || hb.regex == nil) {
 				res[m.re.String()] = m.re
 			}
 		}
@@ -408,12 +411,12 @@ func (g *groups) consumerHeartbeat(hb *consumerHeartbeat) heartbeatAnswer {
 		grp.epoch++
 	}
 	g.touchConsumerLocked(grp, m, now)
+	if req.Topics != nil {
+		grp.release(m, grp.unreported(m, req.Topics))
+	}
 	if len(m.revoking) > 0 && now.After(m.revokeBy) {
 		g.removeConsumerLocked(grp, m)
 		return fail(kerr.FencedMemberEpoch.Code, "member %q did not revoke its partitions within its rebalance timeout (%v)", m.id, m.rebalance)
-	}
-	if req.Topics != nil {
-		grp.release(m, grp.unreported(m, req.Topics))
 	}
 	if grp.assignmentEpoch < grp.epoch {
 		grp.computeTarget()

@@ -2,10 +2,14 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/sluicemq/sluice"
 )
@@ -359,7 +364,7 @@ func TestGroupResume(t *testing.T) {
 			b.start(again)
 			groupWait(t, 10*time.Second, again.summary, func() bool { u, _ := again.counts(); return u == 50 })
 			if missing := again.missing(100, 150); len(missing) != 0 {
-				t.Fatalf("after the restart: missing %v; %s", missing, again.summary())
+				t.Fatalf("after the restart, want the 20 new records once each: %s", again.summary())
 			}
 			groupWait(t, 10*time.Second, func() string { return why }, func() bool { ok, w := e.groupCaughtUp(topic, group); why = w; return ok })
 			if u, total := again.counts(); u != 50 || total != 50 {
@@ -555,6 +560,12 @@ func TestGroupClassicProtocol(t *testing.T) {
 	if got := gp.fetched("never"); !slices.Equal(got, []int64{-1, -1, -1, -1}) {
 		t.Fatalf("OffsetFetch of a group without commits: %v", got)
 	}
+	bad := kmsg.NewPtrOffsetFetchRequest()
+	bad.Groups = []kmsg.OffsetFetchRequestGroup{kmsg.NewOffsetFetchRequestGroup()}
+	bad.Groups[0].Group = "bad group!"
+	if r, err := bad.RequestWith(ctx(t), gp.cl); err != nil || r.Groups[0].ErrorCode != kerr.InvalidGroupID.Code {
+		t.Fatalf("OffsetFetch of a bad group id: %+v %v", r, err)
+	}
 	if _, err := e.b.CreateSubscription(context.Background(), "orders", sluice.SubscriptionConfig{Name: "queue"}); err != nil {
 		t.Fatal(err)
 	}
@@ -662,6 +673,7 @@ type cgProto struct {
 	cl     *kgo.Client
 	group  string
 	member string
+	regex  string // subscribe by regex instead of to orders
 }
 
 // hb heartbeats at epoch, reporting owned (nil: unchanged).
@@ -669,7 +681,10 @@ func (p *cgProto) hb(epoch int32, owned []int32) *kmsg.ConsumerGroupHeartbeatRes
 	p.t.Helper()
 	req := kmsg.NewPtrConsumerGroupHeartbeatRequest()
 	req.Group, req.MemberID, req.MemberEpoch = p.group, p.member, epoch
-	if epoch == 0 {
+	if epoch == 0 && p.regex != "" {
+		req.SubscribedTopicRegex = kmsg.StringPtr(p.regex)
+		req.RebalanceTimeoutMillis = 5000
+	} else if epoch == 0 {
 		req.SubscribedTopicNames = []string{"orders"}
 		req.RebalanceTimeoutMillis = 5000
 	}
@@ -763,7 +778,156 @@ func TestGroupKIP848Protocol(t *testing.T) {
 	if r := (&cgProto{t: t, cl: cl, group: "bad group!", member: "m"}).hb(0, []int32{}); r.ErrorCode != kerr.InvalidGroupID.Code {
 		t.Fatalf("bad group id: %+v", r)
 	}
+	if r := (&cgProto{t: t, cl: cl, group: "rx", member: "m", regex: "ord.r."}).hb(0, []int32{}); r.ErrorCode != 0 || !slices.Equal(cgAssigned(r), []int32{0, 1, 2, 3}) {
+		t.Fatalf("subscribed by regex: %+v", r)
+	}
+	if r := (&cgProto{t: t, cl: cl, group: "rx", member: "m2", regex: "ord("}).hb(0, []int32{}); r.ErrorCode != kerr.InvalidRegularExpression.Code {
+		t.Fatalf("bad regex: %+v", r)
+	}
 	if got := gp.fetched("raw848"); !slices.Equal(got, []int64{2, 2, 2, 2}) {
 		t.Fatalf("OffsetFetch: %v", got)
+	}
+}
+
+// groupServe serves a broker on dir until the returned stop is called (or
+// the test ends): a broker that can be restarted on the same data.
+func groupServe(t *testing.T, dir string) (*env, func()) {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	b, err := sluice.Open(dir, &sluice.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(b, &Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.Serve(ln)
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Shutdown(c); err != nil {
+				t.Error(err)
+			}
+			<-served
+			if err := b.Close(); err != nil {
+				t.Errorf("close broker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &env{b: b, s: s, addr: ln.Addr().String()}, stop
+}
+
+// TestGroupBrokerRestart: committed offsets are durable; membership is
+// not. After a broker restart the group's members rejoin and resume from
+// what was committed.
+func TestGroupBrokerRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []kgo.Opt
+	}{{"classic", nil}, {"kip848", []kgo.Opt{kip848()}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			const topic, group = "events", "durable"
+			e, stop := groupServe(t, dir)
+			e.stream(t, topic, 2)
+			p := e.client(t, kgo.DefaultProduceTopic(topic))
+			groupProduce(t, p, 0, 100)
+			first := newGroupCollector()
+			a := e.groupMember(t, "a", group, topic, tc.opts...)
+			a.start(first)
+			groupWait(t, 10*time.Second, first.summary, func() bool { u, _ := first.counts(); return u == 100 })
+			var why string
+			groupWait(t, 10*time.Second, func() string { return why }, func() bool { ok, w := e.groupCaughtUp(topic, group); why = w; return ok })
+			a.close()
+			stop()
+
+			e, _ = groupServe(t, dir)
+			groupProduce(t, e.client(t, kgo.DefaultProduceTopic(topic)), 100, 120)
+			again := newGroupCollector()
+			b := e.groupMember(t, "b", group, topic, tc.opts...)
+			b.start(again)
+			groupWait(t, 10*time.Second, again.summary, func() bool { u, _ := again.counts(); return u == 20 })
+			groupWait(t, 10*time.Second, func() string { return why }, func() bool { ok, w := e.groupCaughtUp(topic, group); why = w; return ok })
+			if u, total := again.counts(); u != 20 || total != 20 || len(again.missing(100, 120)) != 0 {
+				t.Fatalf("after the restart, want the 20 new records once each: %s", again.summary())
+			}
+		})
+	}
+}
+
+// groupPrincipal may consume the streams whose names start with prefix.
+type groupPrincipal struct{ prefix string }
+
+func (p groupPrincipal) Name() string { return "consumer of " + p.prefix }
+func (p groupPrincipal) May(perm, stream string) bool {
+	return perm == "consume" && strings.HasPrefix(stream, p.prefix)
+}
+
+// TestGroupPermissions: with authentication on, joining, committing and
+// fetching offsets need the permission to consume each topic.
+func TestGroupPermissions(t *testing.T) {
+	const token = "group-reader-token-0123456789"
+	e := setup(t, &Options{Authenticate: func(tok string) (Principal, error) {
+		if tok != token {
+			return nil, errors.New("unknown token")
+		}
+		return groupPrincipal{prefix: "orders"}, nil
+	}})
+	e.stream(t, "orders", 1)
+	e.stream(t, "secret", 1)
+	cl := e.client(t, kgo.SASL(plain.Auth{User: "any", Pass: token}.AsMechanism()))
+
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.SessionTimeoutMillis, join.ProtocolType = "g", 10000, consumerProtocolType
+	md := kmsg.NewConsumerMemberMetadata()
+	md.Topics = []string{"orders", "secret"}
+	join.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: md.AppendTo(nil)}}
+	if jr, err := join.RequestWith(ctx(t), cl); err != nil || jr.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Fatalf("joining to consume a topic not permitted: %+v %v", jr, err)
+	}
+
+	commit := kmsg.NewPtrOffsetCommitRequest()
+	commit.Group = "g"
+	for _, topic := range []string{"orders", "secret"} {
+		rt := kmsg.NewOffsetCommitRequestTopic()
+		rt.Topic, rt.TopicID = topic, topicID(topic)
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rt.Partitions = append(rt.Partitions, rp)
+		commit.Topics = append(commit.Topics, rt)
+	}
+	cr, err := commit.RequestWith(ctx(t), cl)
+	if err != nil || cr.Topics[0].Partitions[0].ErrorCode != 0 || cr.Topics[1].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("OffsetCommit: %+v %v", cr, err)
+	}
+
+	fetch := kmsg.NewPtrOffsetFetchRequest()
+	rg := kmsg.NewOffsetFetchRequestGroup()
+	rg.Group = "g"
+	rt := kmsg.NewOffsetFetchRequestGroupTopic()
+	rt.Topic, rt.TopicID, rt.Partitions = "secret", topicID("secret"), []int32{0}
+	rg.Topics = append(rg.Topics, rt)
+	fetch.Groups = append(fetch.Groups, rg)
+	fr, err := fetch.RequestWith(ctx(t), cl)
+	if err != nil || fr.Groups[0].Topics[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("OffsetFetch: %+v %v", fr, err)
+	}
+
+	hb := kmsg.NewPtrConsumerGroupHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.SubscribedTopicNames = "g848", "m", []string{"secret"}
+	hb.Topics = []kmsg.ConsumerGroupHeartbeatRequestTopic{}
+	if r, err := hb.RequestWith(ctx(t), cl); err != nil || r.ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Fatalf("ConsumerGroupHeartbeat subscribing to a topic not permitted: %+v %v", r, err)
 	}
 }

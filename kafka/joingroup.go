@@ -129,8 +129,8 @@ func (g *groups) join(jr *joinRequest) (chan joinResult, joinResult) {
 		}
 		grp = &classicGroup{id: jr.Group, members: map[string]*classicMember{}, static: map[string]string{}, pending: map[string]*time.Timer{}}
 		g.classic[jr.Group] = grp
-		defer g.forgetIfIdleLocked(grp) // if this join fails
 	}
+	defer g.forgetIfIdleLocked(grp) // if this join failed and left no one
 
 	if jr.MemberID == "" {
 		if jr.instanceID != "" {
@@ -305,7 +305,9 @@ func (g *groups) replaceStaticLocked(grp *classicGroup, m *classicMember, jr *jo
 		wait := m.await()
 		g.maybeCompleteJoinLocked(grp)
 		return wait, joinResult{}
-	case same:
+	case same && grp.state == stateStable:
+		// (While the generation completes, its leader may be the member
+		// replaced: a rebalance is simpler than a sync without a plan.)
 		res := grp.joinResultFor(m)
 		if id == grp.leader && jr.Version >= 9 {
 			// KIP-814: the leader learns the members without
