@@ -405,7 +405,7 @@ func (g *groups) rebalanceDue(grp *classicGroup, seq uint64) {
 	g.completeJoinLocked(grp)
 }
 
-// allJoinedLocked reports whether every member waits in JoinGroup and no
+// allJoined reports whether every member waits in JoinGroup and no
 // handed-out member id is still to join.
 func (grp *classicGroup) allJoined() bool {
 	if len(grp.pending) > 0 {
@@ -600,7 +600,7 @@ func (m *classicMember) sameProtocols(ps []kmsg.JoinGroupRequestProtocol) bool {
 	})
 }
 
-// groupTopics are the topics a live group consumes, as far as the
+// groupTopicsLocked lists the topics a live group consumes, as far as the
 // coordinator knows them, for permission checks of listing and describing.
 func (g *groups) groupTopicsLocked(id string) []string {
 	var out []string

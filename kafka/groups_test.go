@@ -703,7 +703,7 @@ func (p *cgProto) hb(epoch int32, owned []int32) *kmsg.ConsumerGroupHeartbeatRes
 	return resp
 }
 
-// assigned is the response's assignment of orders; nil when it has none.
+// cgAssigned is the response's assignment of orders; nil when it has none.
 func cgAssigned(resp *kmsg.ConsumerGroupHeartbeatResponse) []int32 {
 	if resp.Assignment == nil {
 		return nil

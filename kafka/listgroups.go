@@ -84,7 +84,7 @@ func (g *groups) listLive(c *conn) []listedGroup {
 	defer g.mu.Unlock()
 	var out []listedGroup
 	for id, grp := range g.classic {
-		if c.mayDescribe(g.groupTopicsLocked(id)) {
+		if len(grp.members) > 0 && c.mayDescribe(g.groupTopicsLocked(id)) {
 			out = append(out, listedGroup{id: id, protocolType: grp.protocolType, state: grp.state.String(), typ: groupTypeClassic})
 		}
 	}
