@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -162,7 +163,7 @@ func (s *Server) produce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.
 			case rp.Partition < 0 || int(rp.Partition) >= len(info.Partitions):
 				p.ErrorCode = errUnknownTopic
 			default:
-				s.producePartition(ctx, rt.Topic, rp, &p, now)
+				s.producePartition(ctx, rt.Topic, info.Config.MaxMessageBytes, rp, &p, now)
 				p.LogStartOffset = info.Partitions[rp.Partition].StartOffset
 			}
 			t.Partitions = append(t.Partitions, p)
@@ -176,11 +177,26 @@ func (s *Server) produce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.
 }
 
 // producePartition publishes one partition's batches and fills its answer.
-func (s *Server) producePartition(ctx context.Context, topic string, rp kmsg.ProduceRequestTopicPartition, p *kmsg.ProduceResponseTopicPartition, now time.Time) {
+func (s *Server) producePartition(ctx context.Context, topic string, maxMessageBytes int, rp kmsg.ProduceRequestTopicPartition, p *kmsg.ProduceResponseTopicPartition, now time.Time) {
 	batches, err := decodeBatches(rp.Records, int(rp.Partition), now)
 	if err != nil {
 		p.ErrorCode, p.ErrorMessage = errorCode(err), errorMessage(err)
 		return
+	}
+	// A record over the stream's max.message.bytes is MESSAGE_TOO_LARGE,
+	// which clients know not to retry, before anything is published.
+	for _, b := range batches {
+		for _, m := range b.msgs {
+			n := len(m.Key) + len(m.Body)
+			for _, h := range m.Headers {
+				n += len(h.Key) + len(h.Value)
+			}
+			if n > maxMessageBytes {
+				p.ErrorCode = kerr.MessageTooLarge.Code
+				p.ErrorMessage = kmsg.StringPtr(fmt.Sprintf("a record of %d bytes (key, value and headers), over the topic's max.message.bytes=%d", n, maxMessageBytes))
+				return
+			}
+		}
 	}
 	for _, b := range batches {
 		if b.transactional {
