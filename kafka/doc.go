@@ -23,11 +23,19 @@
 //     RecordBatch v2, so nothing is decoded or re-encoded. Messages published
 //     through sluice's own API with an idempotency key or a delivery time
 //     carry it as a sluice-* record header, which Kafka consumers see.
-//   - Kafka consumer groups are sluice partitioned subscriptions named after
-//     the group: committed offsets, lag and the console show the same state
-//     whichever protocol the consumer speaks. Share groups (KIP-932) are queue
-//     subscriptions: per-record acknowledgement, retries and the dead-letter
-//     stream.
+//   - Kafka consumer groups, classic and KIP-848, are sluice partitioned
+//     subscriptions named after the group (groups.go): committed offsets, lag
+//     and the console show the same state whichever protocol the consumer
+//     speaks. Membership is memory only (clients rejoin after a restart). A
+//     partition never committed answers its floor, the log start, not -1.
+//     KIP-848 members heartbeat every second, so that a partition moves in
+//     about three seconds. Like every sluice subscription, a group's gets a
+//     dead-letter stream, "<topic>.<group>.dlq", which Kafka clients see as a
+//     topic; a Kafka group never fills it.
+//   - Share groups (KIP-932) are queue subscriptions (share.go): per-record
+//     accept, release and reject, retries, the delivery limit and the
+//     dead-letter stream. A new share group starts at the earliest message
+//     unless its share.auto.offset.reset says latest.
 //   - Authentication is SASL/PLAIN whose password is a bearer token of the
 //     server, with the same permissions as the API; errors map to Kafka codes.
 //
