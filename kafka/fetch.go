@@ -23,6 +23,10 @@ const (
 	MaxFetchWait = 5 * time.Minute
 	// defaultFetchMaxBytes is a fetch's byte budget when it sets none.
 	defaultFetchMaxBytes = 50 << 20
+	// maxFetchWaiters bounds the partitions a long poll watches (one
+	// goroutine each); a message on any other partition of a larger fetch
+	// is seen at the end of the wait.
+	maxFetchWaiters = 1000
 )
 
 // noBatches is the records of a partition with nothing to return: empty,
@@ -135,7 +139,7 @@ func (s *Server) waitAny(ctx context.Context, parts []*fetchPart, deadline time.
 	var wg sync.WaitGroup
 	n := 0
 	for _, fp := range parts {
-		if !fp.atTail {
+		if !fp.atTail || n == maxFetchWaiters {
 			continue
 		}
 		n++
