@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -60,9 +61,21 @@ func (s *Server) describeConfigs(ctx context.Context, c *conn, kreq kmsg.Request
 				{"default.replication.factor", "1"},
 				{"socket.request.max.bytes", strconv.Itoa(s.opts.MaxRequestBytes)},
 			}
+		case resourceGroup:
+			if !validGroupID(rr.ResourceName) {
+				r.ErrorCode = kerr.InvalidGroupID.Code
+				break
+			}
+			// A group's configs are its own (set or default), not a
+			// stream's: listed whether or not the group exists.
+			for _, rc := range s.shares.describeGroupConfigs(rr.ResourceName) {
+				if len(rr.ConfigNames) == 0 || slices.Contains(rr.ConfigNames, rc.Name) {
+					r.Configs = append(r.Configs, rc)
+				}
+			}
 		default:
 			r.ErrorCode = kerr.InvalidRequest.Code
-			r.ErrorMessage = kmsg.StringPtr("sluice describes topics (2) and the broker (4)")
+			r.ErrorMessage = kmsg.StringPtr("sluice describes topics (2), the broker (4) and groups (32)")
 		}
 		want := map[string]bool{}
 		for _, k := range rr.ConfigNames {

@@ -39,7 +39,8 @@ import (
 // request gets INVALID_GROUP_ID; a group id that names a subscription of
 // another mode on the topic gets INVALID_GROUP_ID too, so that a Kafka group
 // never moves a queue subscription. A subscription's dead-letter stream
-// (T.G.dlq) is created with it, as for any subscription.
+// (T.G.dlq, shortened with a hash when T and G are too long together: see
+// groupDeadLetter) is created with it, as for any subscription.
 //
 // Membership (members, generations, epochs, assignments) is memory only:
 // after a broker restart, members' heartbeats and commits get

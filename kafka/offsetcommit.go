@@ -92,13 +92,8 @@ func (s *Server) groupSubscription(ctx context.Context, topic, group string) int
 	case !errors.Is(err, sluice.ErrSubscriptionNotFound):
 		return errorCode(err)
 	}
-	if !validTopic(topic + "." + group + sluice.DeadLetterSuffix) {
-		// The subscription's dead-letter stream would get an invalid
-		// name: too long.
-		s.opts.Logger.Warn("kafka: offset commit refused: topic and group names too long together for the subscription's dead-letter stream", "topic", topic, "group", group)
-		return kerr.InvalidGroupID.Code
-	}
-	_, err = s.b.CreateSubscription(ctx, topic, sluice.SubscriptionConfig{Name: group, Mode: sluice.PartitionedMode})
+	_, err = s.b.CreateSubscription(ctx, topic, sluice.SubscriptionConfig{Name: group, Mode: sluice.PartitionedMode,
+		DeadLetterStream: groupDeadLetter(topic, group)})
 	switch {
 	case err == nil, errors.Is(err, sluice.ErrSubscriptionExists): // a concurrent commit created it
 		return 0

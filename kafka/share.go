@@ -71,12 +71,16 @@ var errNotShareable = errors.New("kafka: subscription cannot serve a share group
 //
 //   - A share group G consuming topic T is the sluice subscription named G
 //     on stream T, in queue mode. It is created when a member of G first
-//     subscribes to T, with Lease ShareLockDuration (the acquisition lock)
-//     and MaxDeliveries ShareDeliveryLimit, and starts at the stream's
-//     earliest message (Kafka's share.auto.offset.reset defaults to latest).
-//     So a Kafka share consumer gets sluice's per-message acknowledgements,
-//     its retries, the delivery limit and the dead-letter stream
-//     "<T>.<G>.dlq", and the console shows the same subscription. A
+//     subscribes to T (or AlterShareGroupOffsets names T), with Lease
+//     ShareLockDuration (the acquisition lock) and MaxDeliveries
+//     ShareDeliveryLimit, and starts at the stream's earliest message
+//     (Kafka's share.auto.offset.reset defaults to latest), unless the
+//     group's configs say otherwise (share.record.lock.duration.ms,
+//     share.delivery.count.limit, share.auto.offset.reset: see
+//     shareConfigs). So a Kafka share consumer gets sluice's per-message
+//     acknowledgements, its retries, the delivery limit and the
+//     dead-letter stream "<T>.<G>.dlq" (see groupDeadLetter for long
+//     names), and the console shows the same subscription. A
 //     subscription G that already exists is used if it hands each message
 //     to one consumer under a lease (queue or key-ordered mode, at-least-once
 //     delivery); a partitioned one (a Kafka consumer group G) is refused
@@ -110,7 +114,10 @@ type shareGroups struct {
 
 	mu     sync.Mutex
 	groups map[string]*shareGroup
-	closed bool
+	// configs are the groups' configs (groupconfig.go), nil until one is
+	// set.
+	configs shareConfigs
+	closed  bool
 	// stop ends the sweeper, which closes swept when it returns; both nil
 	// until the first member joins.
 	stop  chan struct{}
@@ -413,8 +420,7 @@ func (g *shareGroups) ensureSubscription(ctx context.Context, topic, group strin
 	}
 	info, err := b.Subscription(ctx, topic, group)
 	if errors.Is(err, sluice.ErrSubscriptionNotFound) {
-		info, err = b.CreateSubscription(ctx, topic, sluice.SubscriptionConfig{Name: group, Mode: sluice.QueueMode,
-			Lease: ShareLockDuration, MaxDeliveries: ShareDeliveryLimit})
+		info, err = b.CreateSubscription(ctx, topic, g.subscriptionConfig(topic, group))
 		if errors.Is(err, sluice.ErrSubscriptionExists) { // another member created it meanwhile
 			info, err = b.Subscription(ctx, topic, group)
 		}
