@@ -486,3 +486,32 @@ func TestOffsetDelete(t *testing.T) {
 		t.Fatalf("live group: %+v", resp)
 	}
 }
+
+// TestShareGroupRenewLock: renewing an acquired record restarts its lock
+// for the group's share.record.lock.duration.ms (the subscription's
+// Lease), not for the default ShareLockDuration.
+func TestShareGroupRenewLock(t *testing.T) {
+	e := setup(t, nil)
+	e.stream(t, "jobs", 1)
+	e.shareProduce(t, "jobs", 1, "a")
+	cl := e.client(t)
+	if code := alterGroupConfigs(t, cl, "g", kmsg.IncrementalAlterConfigOpSet, cfgShareLockDuration, "2000"); code != 0 {
+		t.Fatalf("config: %v", kerr.ErrorForCode(code))
+	}
+	m := &shareProto{t: t, cl: cl, id: newShareMemberID(), renew: true}
+	if hb := m.heartbeat(0, []string{"jobs"}); hb.ErrorCode != 0 {
+		t.Fatalf("heartbeat: %v", kerr.ErrorForCode(hb.ErrorCode))
+	}
+	if resp := m.fetch("jobs", 1, time.Second); resp.AcquisitionLockTimeoutMillis > 2000 {
+		t.Fatalf("lock of %d ms answered, want at most 2000", resp.AcquisitionLockTimeoutMillis)
+	}
+	if top, code := m.ack(m.epoch, "jobs", 0, 0, 0, ackRenew); top != 0 || code != 0 {
+		t.Fatalf("renew: %v %v", kerr.ErrorForCode(top), kerr.ErrorForCode(code))
+	}
+	e.s.shares.mu.Lock()
+	deadline := e.s.shares.groups["g"].members[m.id].held[heldKey{"jobs", 0, 0}].d.Deadline
+	e.s.shares.mu.Unlock()
+	if left := time.Until(deadline); left > 2*time.Second {
+		t.Fatalf("renewed for %v, want the group's 2s lock", left)
+	}
+}

@@ -210,8 +210,16 @@ func (g *shareGroups) acknowledge(ctx context.Context, m *shareMember, topic str
 	for _, h := range rejects {
 		errs = append(errs, h.c.Term(ctx, h.d, fmt.Sprintf("rejected by member %s of share group %q", m.id, m.group.id)))
 	}
+	lock := ShareLockDuration
+	if len(renews) > 0 {
+		// A renewal restarts the lock: the subscription's Lease, which the
+		// group's share.record.lock.duration.ms may have set.
+		if info, err := g.s.b.Subscription(ctx, topic, m.group.id); err == nil {
+			lock = info.Config.Lease
+		}
+	}
 	for _, h := range renews {
-		deadline, err := h.c.Extend(ctx, h.d, ShareLockDuration)
+		deadline, err := h.c.Extend(ctx, h.d, lock)
 		errs = append(errs, err)
 		if err == nil {
 			g.mu.Lock()
@@ -231,8 +239,8 @@ func (g *shareGroups) acknowledge(ctx context.Context, m *shareMember, topic str
 	}
 	if missing > 0 {
 		return kerr.InvalidRecordState.Code, kmsg.StringPtr(fmt.Sprintf(
-			"%d offsets from %d are not held by member %s: never acquired by it, already acknowledged, or their lock of %v expired",
-			missing, firstMissing, m.id, ShareLockDuration))
+			"%d offsets from %d are not held by member %s: never acquired by it, already acknowledged, or their lock expired",
+			missing, firstMissing, m.id))
 	}
 	return 0, nil
 }
