@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/sluicemq/sluice/internal/testpki"
 )
 
 // principal is a test token: it may do what its permissions say on streams
@@ -74,5 +77,29 @@ func TestSASL(t *testing.T) {
 	}
 	if info, _ := e.b.Stream(context.Background(), "orders"); info.Messages != 1 {
 		t.Fatalf("orders holds %d messages, want 1", info.Messages)
+	}
+}
+
+// TestSASLOverTLS: the token travels inside TLS, as it should in production.
+func TestSASLOverTLS(t *testing.T) {
+	pki := testpki.New(t)
+	e := setup(t, &Options{
+		TLS: &tls.Config{Certificates: []tls.Certificate{pki.Server}, MinVersion: tls.VersionTLS12},
+		Authenticate: func(tok string) (Principal, error) {
+			if tok != "tls-token-0123456789abcdef" {
+				return nil, errors.New("unknown token")
+			}
+			return principal{"ops", "", map[string]bool{"publish": true, "consume": true, "admin": true}}, nil
+		},
+	})
+	e.stream(t, "secure", 1)
+	cl := e.client(t, kgo.DialTLSConfig(&tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}),
+		kgo.SASL(plain.Auth{User: "ops", Pass: "tls-token-0123456789abcdef"}.AsMechanism()),
+		kgo.DefaultProduceTopic("secure"), kgo.ConsumeTopics("secure"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err := cl.ProduceSync(ctx(t), &kgo.Record{Value: []byte("over tls")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if got := consumeAll(t, cl, 1); string(got[0].Value) != "over tls" {
+		t.Fatalf("got %q", got[0].Value)
 	}
 }
