@@ -515,3 +515,23 @@ func TestShareGroupRenewLock(t *testing.T) {
 		t.Fatalf("renewed for %v, want the group's 2s lock", left)
 	}
 }
+
+// TestDescribeTopicCompression: a topic's compression.type is
+// "uncompressed": a producer's compressed batches are stored and fetched
+// uncompressed, which "producer" (keeping the producer's codec) would
+// misstate.
+func TestDescribeTopicCompression(t *testing.T) {
+	e := setup(t, nil)
+	e.stream(t, "orders", 1)
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	res := kmsg.NewDescribeConfigsRequestResource()
+	res.ResourceType, res.ResourceName, res.ConfigNames = kmsg.ConfigResourceTypeTopic, "orders", []string{"compression.type"}
+	req.Resources = append(req.Resources, res)
+	resp, err := req.RequestWith(ctx(t), e.client(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := resp.Resources[0].Configs; len(cs) != 1 || *cs[0].Value != "uncompressed" {
+		t.Fatalf("%+v", cs)
+	}
+}

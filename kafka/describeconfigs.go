@@ -46,7 +46,9 @@ func (s *Server) describeConfigs(ctx context.Context, c *conn, kreq kmsg.Request
 				{"segment.bytes", strconv.FormatInt(cfg.SegmentBytes, 10)},
 				{"min.insync.replicas", "1"},
 				{"message.timestamp.type", "CreateTime"},
-				{"compression.type", "producer"},
+				// Produced records are decompressed and stored (and
+				// fetched) uncompressed, whatever the producer used.
+				{"compression.type", "uncompressed"},
 			}
 			if cfg.Retention.MaxAge == 0 {
 				configs[3][1] = "-1"
