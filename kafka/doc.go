@@ -39,6 +39,16 @@
 //   - Authentication is SASL/PLAIN whose password is a bearer token of the
 //     server, with the same permissions as the API; errors map to Kafka codes.
 //
+// Group administration: DeleteGroups and OffsetDelete delete or rewind a
+// group's subscriptions; DescribeShareGroupOffsets, AlterShareGroupOffsets and
+// DeleteShareGroupOffsets read and move a share group's; IncrementalAlterConfigs
+// and DescribeConfigs on a group set share.auto.offset.reset,
+// share.record.lock.duration.ms and share.delivery.count.limit, applied when
+// the share group's subscription on a topic is created (memory only).
+//
+// Produced batches are stored uncompressed (sluice decodes every record to
+// check and publish it), so fetches return uncompressed batches.
+//
 // Each API key is served from a file named after it (produce.go, fetch.go,
 // ...), registered with its versions; ApiVersions answers exactly those.
 // Transactions are not supported: transactional ids are refused.
