@@ -552,7 +552,9 @@ func (p Principal) Name() string { return p.t.name }
 
 // May reports whether the token has the permission ("publish", "consume" or
 // "admin") on the stream.
-func (p Principal) May(permission, stream string) bool { return p.t.may(Permission(permission), stream) }
+func (p Principal) May(permission, stream string) bool {
+	return p.t.may(Permission(permission), stream)
+}
 
 // Authenticate finds the token whose secret this is, comparing as the API
 // does (in constant time, against every token). Without tokens configured
