@@ -36,9 +36,14 @@ const (
 	DefaultIdleTimeout = 2 * time.Minute
 	// DefaultPingInterval is how long an HTTP/2 connection may stay silent
 	// before the server pings it, and DefaultPingTimeout how long the server
-	// then waits for the answer before it closes the connection.
-	DefaultPingInterval = 30 * time.Second
-	DefaultPingTimeout  = 15 * time.Second
+	// then waits for the answer before it closes the connection. Together
+	// they bound how long a consumer whose connection went half-open (a
+	// vanished peer, a NAT that forgot it) keeps its Consume stream, and with
+	// it the credit that lets the broker hand it messages again each time
+	// their leases expire: 15 s, so that such messages reach a live consumer
+	// within seconds of that, not within a minute.
+	DefaultPingInterval = 10 * time.Second
+	DefaultPingTimeout  = 5 * time.Second
 	// MinTimeout and MaxTimeout bound each of the four durations above.
 	MinTimeout = time.Millisecond
 	MaxTimeout = 24 * time.Hour

@@ -95,7 +95,7 @@ type Options struct {
 	// PingInterval without a frame from the peer the server pings it, and
 	// closes the connection if no answer comes within PingTimeout. PingTimeout
 	// also bounds a socket write that makes no progress. Defaults
-	// DefaultPingInterval (30 s) and DefaultPingTimeout (15 s); limits [1 ms,
+	// DefaultPingInterval (10 s) and DefaultPingTimeout (5 s); limits [1 ms,
 	// 24 h].
 	PingInterval time.Duration
 	PingTimeout  time.Duration
