@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -33,6 +34,15 @@ type requestHeader struct {
 	correlation  int32
 	clientID     string
 }
+
+// Connection timeouts.
+const (
+	// idleTimeout closes a connection that sends no request for that long.
+	idleTimeout = 10 * time.Minute
+	// ioTimeout bounds reading the rest of a request once its size arrived,
+	// and writing an answer.
+	ioTimeout = time.Minute
+)
 
 // errFrame is a request that cannot be answered: the connection is closed.
 var errFrame = errors.New("kafka: bad request frame")
@@ -114,9 +124,13 @@ func (s *Server) serveConn(nc net.Conn) {
 	w := bufio.NewWriterSize(nc, 64<<10)
 	var sizeBuf [4]byte
 	for {
+		// An idle connection is closed after idleTimeout, as Kafka's
+		// connections.max.idle.ms does; clients reconnect when they need to.
+		nc.SetReadDeadline(time.Now().Add(idleTimeout))
 		if _, err := io.ReadFull(r, sizeBuf[:]); err != nil {
 			return
 		}
+		nc.SetReadDeadline(time.Now().Add(ioTimeout)) // the rest of the request
 		size := int32(binary.BigEndian.Uint32(sizeBuf[:]))
 		if size < 0 || int(size) > s.opts.MaxRequestBytes {
 			s.opts.Logger.Warn("kafka: request over MaxRequestBytes; connection closed", "bytes", size, "limit", s.opts.MaxRequestBytes, "remote", nc.RemoteAddr().String())
@@ -136,6 +150,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		if out == nil { // produce with acks=0: no answer
 			continue
 		}
+		nc.SetWriteDeadline(time.Now().Add(ioTimeout)) // a client that stops reading
 		if _, err := w.Write(out); err != nil {
 			return
 		}
