@@ -127,12 +127,7 @@ func (s *Server) describeShareGroup(ctx context.Context, c *conn, rg kmsg.Descri
 func (s *Server) alterShareGroupOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.AlterShareGroupOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.AlterShareGroupOffsetsResponse)
-	switch {
-	case !validGroupID(req.GroupID):
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp, nil
-	case s.groupHasMembers(req.GroupID):
-		resp.ErrorCode, resp.ErrorMessage = kerr.NonEmptyGroup.Code, kmsg.StringPtr(errGroupNotEmpty(req.GroupID))
+	if resp.ErrorCode, resp.ErrorMessage = s.emptyShareGroup(req.GroupID); resp.ErrorCode != 0 {
 		return resp, nil
 	}
 	for _, rt := range req.Topics {
@@ -176,12 +171,7 @@ func (s *Server) alterShareGroupOffsets(ctx context.Context, c *conn, kreq kmsg.
 func (s *Server) deleteShareGroupOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.DeleteShareGroupOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.DeleteShareGroupOffsetsResponse)
-	switch {
-	case !validGroupID(req.GroupID):
-		resp.ErrorCode = kerr.InvalidGroupID.Code
-		return resp, nil
-	case s.groupHasMembers(req.GroupID):
-		resp.ErrorCode, resp.ErrorMessage = kerr.NonEmptyGroup.Code, kmsg.StringPtr(errGroupNotEmpty(req.GroupID))
+	if resp.ErrorCode, resp.ErrorMessage = s.emptyShareGroup(req.GroupID); resp.ErrorCode != 0 {
 		return resp, nil
 	}
 	for _, rt := range req.Topics {
@@ -236,4 +226,16 @@ func shareSubscriptionCode(err error) (int16, string) {
 // notShareableMessage says why a subscription is not a share group's.
 func notShareableMessage(topic string, cfg sluice.SubscriptionConfig) string {
 	return fmt.Sprintf("subscription %q of stream %q is in %s mode (%s delivery): not a share group's", cfg.Name, topic, cfg.Mode, cfg.Delivery)
+}
+
+// emptyShareGroup checks that a share group's offsets may be changed: a
+// valid id, and no member consuming.
+func (s *Server) emptyShareGroup(group string) (int16, *string) {
+	switch {
+	case !validGroupID(group):
+		return kerr.InvalidGroupID.Code, nil
+	case s.groupHasMembers(group):
+		return kerr.NonEmptyGroup.Code, kmsg.StringPtr(errGroupNotEmpty(group))
+	}
+	return 0, nil
 }
