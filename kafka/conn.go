@@ -37,6 +37,14 @@ type requestHeader struct {
 
 // Connection timeouts.
 const (
+	// decodeTimeout bounds decoding one request. kmsg v1.13 reads a tagged
+	// field section by counting down the count the request gives, up to 2^32,
+	// even once the bytes have run out: an 80-byte request can take seconds
+	// of CPU (found by FuzzRequest; kmsg v1.15 stops at the end of the
+	// bytes, and needs a newer go line than this module keeps). Such a
+	// request closes its connection after decodeTimeout; its decoding goes
+	// on in the background until the count runs out.
+	decodeTimeout = time.Second
 	// idleTimeout closes a connection that sends no request for that long.
 	idleTimeout = 10 * time.Minute
 	// ioTimeout bounds reading the rest of a request once its size arrived,
@@ -46,6 +54,20 @@ const (
 
 // errFrame is a request that cannot be answered: the connection is closed.
 var errFrame = errors.New("kafka: bad request frame")
+
+// decode parses a request's body within decodeTimeout.
+func decode(req kmsg.Request, body []byte) error {
+	done := make(chan error, 1)
+	go func() { done <- req.ReadFrom(body) }()
+	t := time.NewTimer(decodeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("decoding took over %v (a tagged field count far beyond the request's bytes)", decodeTimeout)
+	}
+}
 
 // parseHeader parses the request header at the start of b and returns it with
 // the offset of the body. Flexible requests (header v2) end the header with
@@ -181,13 +203,13 @@ func (c *conn) handle(ctx context.Context, frame []byte) ([]byte, error) {
 	if h.version < hd.min || h.version > hd.max {
 		return nil, fmt.Errorf("%w: %s v%d outside the served v%d..v%d", errFrame, hd.name, h.version, hd.min, hd.max)
 	}
-	req := kmsg.RequestForKey(h.key)
-	req.SetVersion(h.version)
-	if err := req.ReadFrom(frame[body:]); err != nil {
-		return nil, fmt.Errorf("%w: %s v%d: %v", errFrame, hd.name, h.version, err)
-	}
 	if c.s.opts.Authenticate != nil && c.principal == nil && !hd.open {
 		return nil, fmt.Errorf("%w: %s before SASL authentication", errFrame, hd.name)
+	}
+	req := kmsg.RequestForKey(h.key)
+	req.SetVersion(h.version)
+	if err := decode(req, frame[body:]); err != nil {
+		return nil, fmt.Errorf("%w: %s v%d: %v", errFrame, hd.name, h.version, err)
 	}
 	resp, err := hd.serve(c.s, ctx, c, req)
 	if err != nil {

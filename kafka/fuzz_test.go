@@ -75,7 +75,9 @@ func FuzzRequest(f *testing.F) {
 		if len(frame) >= 2 && (frame[1] == 19 || frame[1] == 20) && frame[0] == 0 {
 			return // CreateTopics and DeleteTopics: valid ones would fill the disk with streams
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// Short: a fetch long-polls until its context ends, and a fuzzing
+		// worker that takes seconds over its corpus is taken for hung.
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		c := &conn{s: s}
 		out, err := c.handle(ctx, frame)
