@@ -45,10 +45,11 @@ func (b *Broker) partitionLog(streamName string, partition int) (logstore.Log, e
 // ReadBatches reads whole stored batches of a partition from the one holding
 // offset from, up to maxBytes (at least one batch, whatever its size), without
 // waiting. An offset below the partition's start or above its high watermark
-// is ErrOffsetOutOfRange; at the high watermark the read is empty.
+// is ErrOffsetOutOfRange; at the high watermark the read is empty. A maxBytes
+// of 0 reads nothing and returns the partition's bounds.
 func (b *Broker) ReadBatches(ctx context.Context, streamName string, partition int, from int64, maxBytes int) (BatchRead, error) {
-	if maxBytes < 1 || maxBytes > MaxReadBatchesBytes {
-		return BatchRead{}, invalid("maxBytes", "%d outside [1, MaxReadBatchesBytes=%d]", maxBytes, MaxReadBatchesBytes)
+	if maxBytes < 0 || maxBytes > MaxReadBatchesBytes {
+		return BatchRead{}, invalid("maxBytes", "%d outside [0, MaxReadBatchesBytes=%d]", maxBytes, MaxReadBatchesBytes)
 	}
 	log, err := b.partitionLog(streamName, partition)
 	if err != nil {
@@ -58,7 +59,7 @@ func (b *Broker) ReadBatches(ctx context.Context, streamName string, partition i
 	if from < out.StartOffset || from > out.HighWatermark {
 		return out, fmt.Errorf("sluice: read %s/%d: %w: %d outside [%d, %d]", streamName, partition, ErrOffsetOutOfRange, from, out.StartOffset, out.HighWatermark)
 	}
-	if from == out.HighWatermark {
+	if from == out.HighWatermark || maxBytes == 0 {
 		return out, nil
 	}
 	data, next, err := log.Read(from, maxBytes, nil)

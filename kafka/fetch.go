@@ -97,22 +97,11 @@ func (s *Server) fetchOnce(ctx context.Context, parts []*fetchPart, budget int) 
 		p := fp.resp
 		p.RecordBatches, p.ErrorCode, fp.atTail = noBatches, 0, false
 		limit := min(int(fp.req.PartitionMaxBytes), budget-total, sluice.MaxReadBatchesBytes)
-		if limit <= 0 {
-			if total > 0 {
-				limit = 0
-			} else {
-				limit = 1 // at least one batch, whatever its size (KIP-74)
-			}
+		if total == 0 {
+			limit = max(limit, 1) // at least one batch, whatever its size (KIP-74)
 		}
-		var rd sluice.BatchRead
-		var err error
-		if limit > 0 {
-			rd, err = s.b.ReadBatches(ctx, fp.topic, int(p.Partition), fp.req.FetchOffset, limit)
-		} else {
-			// Out of budget: report the bounds only.
-			rd, err = s.b.ReadBatches(ctx, fp.topic, int(p.Partition), fp.req.FetchOffset, 1)
-			rd.Batches = nil
-		}
+		limit = max(limit, 0) // out of budget: the bounds only
+		rd, err := s.b.ReadBatches(ctx, fp.topic, int(p.Partition), fp.req.FetchOffset, limit)
 		p.HighWatermark, p.LastStableOffset, p.LogStartOffset = rd.HighWatermark, rd.HighWatermark, rd.StartOffset
 		if err != nil {
 			p.ErrorCode = errorCode(err)
@@ -125,7 +114,9 @@ func (s *Server) fetchOnce(ctx context.Context, parts []*fetchPart, budget int) 
 			p.RecordBatches = rd.Batches
 		}
 		total += len(rd.Batches)
-		fp.atTail = len(rd.Batches) == 0
+		// At its tail, a partition is one a long poll waits on; one left
+		// out of the budget has data already and is read next time.
+		fp.atTail = fp.req.FetchOffset >= rd.HighWatermark
 	}
 	return total
 }

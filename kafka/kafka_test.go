@@ -365,3 +365,40 @@ func encodeBatch(producerID int64, epoch int16, seq int32, values ...string) []b
 	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], crc32c))
 	return b
 }
+
+// TestFetchBudget: a fetch's byte budget spent on the first partition still
+// answers the second with its bounds and no records (read next time), and
+// the first gets a whole batch though it is larger than the budget.
+func TestFetchBudget(t *testing.T) {
+	e := setup(t, nil)
+	e.stream(t, "wide", 2)
+	for p := range 2 {
+		part := p
+		if _, err := e.b.Publish(context.Background(), "wide", sluice.Message{Partition: &part, Body: []byte("a body longer than the budget")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.MaxBytes, req.MinBytes, req.MaxWaitMillis = 1, 1<<20, 200
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic = "wide"
+	for p := range int32(2) {
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.PartitionMaxBytes = p, 1<<20
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx(t), e.client(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := resp.Topics[0].Partitions
+	if len(ps) != 2 || len(ps[0].RecordBatches) == 0 || len(ps[1].RecordBatches) != 0 || ps[1].RecordBatches == nil {
+		t.Fatalf("partitions %+v: want a batch in the first, empty (not null) records in the second", ps)
+	}
+	for _, p := range ps {
+		if p.ErrorCode != 0 || p.HighWatermark != 1 || p.LogStartOffset != 0 {
+			t.Fatalf("partition %d: error %d, bounds [%d, %d); want 0 and [0, 1)", p.Partition, p.ErrorCode, p.LogStartOffset, p.HighWatermark)
+		}
+	}
+}
