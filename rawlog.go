@@ -42,6 +42,28 @@ func (b *Broker) partitionLog(streamName string, partition int) (logstore.Log, e
 	return s.parts[partition], nil
 }
 
+// StreamConfig returns a stream's config with its defaults filled in, without
+// the partitions' statistics that Stream gathers: for a per-request check on
+// a hot path.
+func (b *Broker) StreamConfig(ctx context.Context, streamName string) (StreamConfig, error) {
+	s, err := b.acquire(streamName)
+	if err != nil {
+		return StreamConfig{}, err
+	}
+	defer s.mu.RUnlock()
+	return s.cfg, nil
+}
+
+// PartitionBounds returns a partition's first stored offset and its high
+// watermark.
+func (b *Broker) PartitionBounds(ctx context.Context, streamName string, partition int) (start, highWatermark int64, err error) {
+	log, err := b.partitionLog(streamName, partition)
+	if err != nil {
+		return 0, 0, err
+	}
+	return log.StartOffset(), log.HighWatermark(), nil
+}
+
 // ReadBatches reads whole stored batches of a partition from the one holding
 // offset from, up to maxBytes (at least one batch, whatever its size), without
 // waiting. An offset below the partition's start or above its high watermark

@@ -149,7 +149,7 @@ func (s *Server) produce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.
 	for _, rt := range req.Topics {
 		t := kmsg.NewProduceResponseTopic()
 		t.Topic = rt.Topic
-		info, err := s.b.Stream(ctx, rt.Topic)
+		cfg, err := s.b.StreamConfig(ctx, rt.Topic)
 		allowed := c.may("publish", rt.Topic)
 		for _, rp := range rt.Partitions {
 			p := kmsg.NewProduceResponseTopicPartition()
@@ -160,11 +160,13 @@ func (s *Server) produce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.
 				p.ErrorCode = errTopicAuth
 			case err != nil:
 				p.ErrorCode = errorCode(err)
-			case rp.Partition < 0 || int(rp.Partition) >= len(info.Partitions):
+			case rp.Partition < 0 || int(rp.Partition) >= cfg.Partitions:
 				p.ErrorCode = errUnknownTopic
 			default:
-				s.producePartition(ctx, rt.Topic, info.Config.MaxMessageBytes, rp, &p, now)
-				p.LogStartOffset = info.Partitions[rp.Partition].StartOffset
+				s.producePartition(ctx, rt.Topic, cfg.MaxMessageBytes, rp, &p, now)
+				if start, _, err := s.b.PartitionBounds(ctx, rt.Topic, int(rp.Partition)); err == nil {
+					p.LogStartOffset = start
+				}
 			}
 			t.Partitions = append(t.Partitions, p)
 		}
