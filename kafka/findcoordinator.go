@@ -11,12 +11,9 @@ func init() {
 	register(10, &handler{name: "FindCoordinator", min: 0, max: 6, serve: (*Server).findCoordinator})
 }
 
-// Coordinator key types.
-const (
-	coordinatorGroup = 0
-	coordinatorTxn   = 1
-	coordinatorShare = 2
-)
+// coordinatorTxn is the key type of transaction coordinators; this node
+// answers for the others, groups (0) and share groups (2).
+const coordinatorTxn = 1
 
 // findCoordinator answers with this node for groups and share groups;
 // transactions are not supported.
