@@ -90,7 +90,11 @@ func decodeBatches(data []byte, p int, now time.Time) ([]producedBatch, error) {
 	return out, nil
 }
 
-// decodeRecord decodes one record into m and returns what follows it.
+// decodeRecord decodes one record into m and returns what follows it. It is
+// not internal/batch's Iter, which reads sluice's own batches and holds them
+// to what sluice writes (offset deltas 0, 1, 2..., timestamps within the
+// batch's maximum, a record count of at least one); a producer's batch is
+// taken as Kafka takes it, and its offsets and times are the log's to give.
 func decodeRecord(b []byte, m *sluice.Message, firstTS int64, now time.Time) ([]byte, error) {
 	length, n := binary.Varint(b)
 	if n <= 0 || length < 0 || length > int64(len(b)-n) {
